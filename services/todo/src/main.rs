@@ -1,1 +1,20 @@
-fn main(){}
+use anyhow::Context;
+use todo::{Application, Settings, startup, telemetry};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::from_env().context("reading configuration from the environment")?;
+    telemetry::init(settings.log_json);
+    let app = Application::build(settings).await.context("starting the todo service")?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            startup::shutdown_signal().await;
+            shutdown.cancel();
+        }
+    });
+    app.run_until_stopped(shutdown).await.context("running the todo service")?;
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! Configuration from environment variables. Every variable has a documented default (README,
+//! "Configuration") so the service starts with none set.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `APP_HOST` (default `0.0.0.0`) and `APP_PORT` (default `8080`; `0` picks a free port).
+    pub host: IpAddr,
+    pub port: u16,
+    /// `APP_ID` (default `todo`): the Dapr app id, also the CloudEvent `source`.
+    pub app_id: String,
+    /// `DATABASE_URL`: `postgres://…` or `sqlite://…`; default `sqlite://{DATA_DIR}/todo.db`.
+    pub database_url: String,
+    /// `DB_MAX_CONNECTIONS` (default 10).
+    pub db_max_connections: u32,
+    pub dapr: DaprSettings,
+    pub relay: RelaySettings,
+    /// `LOG_FORMAT`: `json` or `text` (default).
+    pub log_json: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DaprSettings {
+    /// `DAPR_HTTP_ENDPOINT` (as the Dapr SDKs read it), else `http://127.0.0.1:{DAPR_HTTP_PORT}`
+    /// with `DAPR_HTTP_PORT` default 3500.
+    pub http_endpoint: String,
+    /// `DAPR_API_TOKEN`: sent as `dapr-api-token` when set.
+    pub api_token: Option<String>,
+    /// `PUBSUB_NAME` (default `pubsub`).
+    pub pubsub_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// `RELAY_ENABLED` (default true). Off lets a replica serve the API only.
+    pub enabled: bool,
+    /// `RELAY_BATCH_SIZE` (default 100): events claimed, and published concurrently, per round.
+    pub batch_size: u32,
+    /// `RELAY_POLL_INTERVAL_MS` (default 1000): how often the relay looks for work when no
+    /// commit woke it (other replicas' writes, retries that came due).
+    pub poll_interval: Duration,
+    /// `RELAY_PUBLISH_TIMEOUT_MS` (default 5000): bound on one publish call.
+    pub publish_timeout: Duration,
+    /// `RELAY_RETRY_INITIAL_MS` (default 200) and `RELAY_RETRY_MAX_MS` (default 30000): capped
+    /// exponential backoff for failed publishes.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// `RELAY_LEASE_MS` (default 30000): how long a claimed event stays reserved for one relay
+    /// instance. Must be well above the publish timeout; a crashed instance's events are picked
+    /// up by others after it.
+    pub lease: Duration,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests can configure without touching the process
+    /// environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let data_dir = PathBuf::from(get("DATA_DIR").unwrap_or_else(|| "data".into()));
+        let dapr_port: u16 = parse(&get, "DAPR_HTTP_PORT", 3500)?;
+        let publish_timeout = Duration::from_millis(parse(&get, "RELAY_PUBLISH_TIMEOUT_MS", 5_000)?);
+        let lease = Duration::from_millis(parse(&get, "RELAY_LEASE_MS", 30_000)?);
+        if lease <= publish_timeout * 2 {
+            return Err(Error::Config {
+                var: "RELAY_LEASE_MS",
+                detail: format!(
+                    "must be more than twice RELAY_PUBLISH_TIMEOUT_MS ({publish_timeout:?}), or two relays could publish the same event"
+                ),
+            });
+        }
+        let batch_size = parse(&get, "RELAY_BATCH_SIZE", 100)?;
+        if !(1..=1000).contains(&batch_size) {
+            return Err(Error::Config { var: "RELAY_BATCH_SIZE", detail: "must be between 1 and 1000".into() });
+        }
+        Ok(Self {
+            host: parse(&get, "APP_HOST", IpAddr::from([0, 0, 0, 0]))?,
+            port: parse(&get, "APP_PORT", 8080)?,
+            app_id: get("APP_ID").unwrap_or_else(|| "todo".into()),
+            database_url: get("DATABASE_URL")
+                .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("todo.db").display())),
+            db_max_connections: parse(&get, "DB_MAX_CONNECTIONS", 10)?,
+            dapr: DaprSettings {
+                http_endpoint: get("DAPR_HTTP_ENDPOINT")
+                    .unwrap_or_else(|| format!("http://127.0.0.1:{dapr_port}")),
+                api_token: get("DAPR_API_TOKEN"),
+                pubsub_name: get("PUBSUB_NAME").unwrap_or_else(|| "pubsub".into()),
+            },
+            relay: RelaySettings {
+                enabled: parse(&get, "RELAY_ENABLED", true)?,
+                batch_size,
+                poll_interval: Duration::from_millis(parse(&get, "RELAY_POLL_INTERVAL_MS", 1_000)?),
+                publish_timeout,
+                retry_initial: Duration::from_millis(parse(&get, "RELAY_RETRY_INITIAL_MS", 200)?),
+                retry_max: Duration::from_millis(parse(&get, "RELAY_RETRY_MAX_MS", 30_000)?),
+                lease,
+            },
+            log_json: match get("LOG_FORMAT").as_deref() {
+                None | Some("text") => false,
+                Some("json") => true,
+                Some(other) => {
+                    return Err(Error::Config { var: "LOG_FORMAT", detail: format!("{other:?} is not json or text") });
+                }
+            },
+        })
+    }
+}
+
+fn parse<T: FromStr>(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: T) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match get(var) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|e| Error::Config { var, detail: format!("{raw:?} is not valid: {e}") }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply_with_an_empty_environment() {
+        let settings = Settings::from_lookup(|_| None).unwrap();
+        assert_eq!(settings.port, 8080);
+        assert_eq!(settings.dapr.http_endpoint, "http://127.0.0.1:3500");
+        assert_eq!(settings.dapr.pubsub_name, "pubsub");
+        assert_eq!(settings.database_url, "sqlite://data/todo.db");
+        assert!(settings.relay.enabled);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let error = Settings::from_lookup(|name| (name == "DAPR_HTTP_PORT").then(|| "port".to_owned())).unwrap_err();
+        assert!(error.to_string().contains("DAPR_HTTP_PORT"), "{error}");
+        let lease = Settings::from_lookup(|name| (name == "RELAY_LEASE_MS").then(|| "100".to_owned())).unwrap_err();
+        assert!(lease.to_string().contains("RELAY_LEASE_MS"), "{lease}");
+    }
+}

@@ -1,0 +1,172 @@
+//! Extractors whose rejections are RFC 9457 problems naming the offending field.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{HeaderMap, header, request::Parts};
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+
+/// The largest request body we accept; see the `DefaultBodyLimit` layer in `startup`.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A JSON body: 415 unless `Content-Type` is `application/json`, 413 over [`MAX_BODY_BYTES`],
+/// 400 for malformed JSON, 422 for well-formed JSON of the wrong shape (unknown field, wrong
+/// type), each naming the field.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        require_json_content_type(req.headers())?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| match rejection {
+            BytesRejection::FailedToBufferBody(_) if is_length_limit(&rejection) => {
+                Error::PayloadTooLarge { limit: MAX_BODY_BYTES }
+            }
+            other => Error::BadRequest { field: None, detail: format!("could not read the body: {other}") },
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+fn is_length_limit(rejection: &BytesRejection) -> bool {
+    // axum reports an exceeded `DefaultBodyLimit` as 413 on the rejection itself.
+    rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE
+}
+
+fn require_json_content_type(headers: &HeaderMap) -> Result<(), Error> {
+    let value = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media_type = value.split(';').next().unwrap_or("").trim();
+    if media_type.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else if value.is_empty() {
+        Err(Error::UnsupportedMediaType("Content-Type must be application/json (it is missing)".into()))
+    } else {
+        Err(Error::UnsupportedMediaType(format!("Content-Type must be application/json, not {value:?}")))
+    }
+}
+
+/// Deserialises JSON, naming the field that failed.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let message = inner.to_string();
+                Error::invalid(field_of(&path, &message), strip_position(&message))
+            }
+            _ => malformed(bytes, &inner),
+        }
+    })?;
+    // Trailing garbage after the document is malformed JSON too.
+    deserializer.end().map_err(|e| malformed(bytes, &e))?;
+    Ok(value)
+}
+
+fn malformed(bytes: &[u8], error: &serde_json::Error) -> Error {
+    let detail = if bytes.iter().all(u8::is_ascii_whitespace) {
+        "the request body is empty; expected a JSON object".to_owned()
+    } else {
+        format!("malformed JSON: {error}")
+    };
+    Error::BadRequest { field: None, detail }
+}
+
+/// serde reports unknown and missing fields against their parent, so the field name is only in
+/// the message (``unknown field `x`, expected …``).
+fn field_of(path: &str, message: &str) -> String {
+    let named = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix)?.split('`').next());
+    match (path, named) {
+        (".", Some(name)) => name.to_owned(),
+        (".", None) => "(body)".to_owned(),
+        (parent, Some(name)) => format!("{parent}.{name}"),
+        (path, None) => path.to_owned(),
+    }
+}
+
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Query parameters; a malformed query string answers 400 instead of axum's plain text.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        serde_urlencoded_query(query).map(ApiQuery)
+    }
+}
+
+fn serde_urlencoded_query<T: DeserializeOwned>(query: &str) -> Result<T, Error> {
+    axum::extract::Query::<T>::try_from_uri(&format!("/?{query}").parse().map_err(|_| {
+        Error::BadRequest { field: None, detail: "malformed query string".into() }
+    })?)
+    .map(|q| q.0)
+    .map_err(|e| Error::BadRequest { field: None, detail: format!("malformed query string: {e}") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::problem::FieldError;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        title: String,
+        nested: Option<Nested>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Nested {
+        n: u8,
+    }
+
+    fn field_errors(result: Result<Body, Error>) -> Vec<FieldError> {
+        match result {
+            Err(Error::Validation(errors)) => errors,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_unknown_missing_and_mistyped_fields() {
+        let unknown = field_errors(parse_json(br#"{"title":"a","colour":"red"}"#));
+        assert_eq!(unknown[0].field, "colour");
+        let missing = field_errors(parse_json(br#"{}"#));
+        assert_eq!(missing[0].field, "title");
+        let mistyped = field_errors(parse_json(br#"{"title":5}"#));
+        assert_eq!(mistyped[0].field, "title");
+        let nested = field_errors(parse_json(br#"{"title":"a","nested":{"n":300}}"#));
+        assert_eq!(nested[0].field, "nested.n");
+        let nested_unknown = field_errors(parse_json(br#"{"title":"a","nested":{"m":1}}"#));
+        assert_eq!(nested_unknown[0].field, "nested.m");
+    }
+
+    #[test]
+    fn malformed_json_is_a_bad_request() {
+        for body in [&b"{"[..], b"", b"{\"title\":\"a\"} trailing", b"[1,"] {
+            assert!(
+                matches!(parse_json::<Body>(body), Err(Error::BadRequest { .. })),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+}

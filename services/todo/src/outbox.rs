@@ -1,0 +1,203 @@
+//! The transactional outbox: event rows written with each change, and the queries the relay
+//! uses to publish them in per-todo order.
+//!
+//! Rows are never deleted. Published rows are the todo's audit trail (`GET /todos/{id}/events`);
+//! pending rows (`published_at IS NULL`) are the relay's queue, served by partial indexes that
+//! contain only pending rows.
+
+use chrono::{DateTime, Utc};
+use dapr_events::cloudevent::timestamp;
+use dapr_events::{CloudEvent, TodoEventData, TodoEventType};
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AnyPool, Row};
+use uuid::Uuid;
+
+use crate::db::{Backend, Database, column};
+use crate::error::Result;
+use crate::http::context::RequestContext;
+
+/// Appends the event for one change. Must run in the transaction that makes the change: that is
+/// the whole point of the outbox.
+pub async fn append(
+    conn: &mut AnyConnection,
+    event_type: TodoEventType,
+    data: &TodoEventData,
+    context: &RequestContext,
+    created_at: DateTime<Utc>,
+) -> Result<Uuid> {
+    let event_id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO outbox_events (event_id, todo_id, seq, event_type, topic, payload, created_at, \
+         traceparent, tracestate, correlation_id, causation_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(event_id.to_string())
+    .bind(data.todo_id.to_string())
+    .bind(data.version)
+    .bind(event_type.as_str())
+    .bind(event_type.topic())
+    .bind(serde_json::to_string(data).expect("event data serialises"))
+    .bind(timestamp::format(&created_at))
+    .bind(&context.traceparent)
+    .bind(context.tracestate.as_deref())
+    .bind(&context.correlation_id)
+    .bind(context.causation_id.as_deref())
+    .execute(&mut *conn)
+    .await?;
+    Ok(event_id)
+}
+
+/// An event row as stored.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub event_id: Uuid,
+    pub todo_id: Uuid,
+    pub seq: i64,
+    pub event_type: String,
+    pub topic: String,
+    /// The CloudEvent `data`, as JSON text.
+    pub payload: String,
+    pub created_at: DateTime<Utc>,
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+    pub correlation_id: String,
+    pub causation_id: Option<String>,
+    pub published_at: Option<DateTime<Utc>>,
+    pub attempts: i64,
+}
+
+const EVENT_COLUMNS: &str = "event_id, todo_id, seq, event_type, topic, payload, created_at, traceparent, \
+     tracestate, correlation_id, causation_id, published_at, attempts";
+
+impl StoredEvent {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            event_id: column::uuid(row, "event_id")?,
+            todo_id: column::uuid(row, "todo_id")?,
+            seq: row.try_get("seq")?,
+            event_type: row.try_get("event_type")?,
+            topic: row.try_get("topic")?,
+            payload: row.try_get("payload")?,
+            created_at: column::time(row, "created_at")?,
+            traceparent: row.try_get("traceparent")?,
+            tracestate: row.try_get("tracestate")?,
+            correlation_id: row.try_get("correlation_id")?,
+            causation_id: row.try_get("causation_id")?,
+            published_at: column::optional_time(row, "published_at")?,
+            attempts: row.try_get("attempts")?,
+        })
+    }
+
+    /// The CloudEvent this row is published as. Deterministic: publishing the row again yields
+    /// the same envelope, same `id` included, so consumers can deduplicate.
+    pub fn to_cloud_event(&self, source: &str) -> CloudEvent {
+        // The payload was serialised by us in `append`; if it ever failed to parse, publishing
+        // it as a string keeps the event (and the failure) visible instead of losing it.
+        let data = serde_json::from_str(&self.payload).unwrap_or_else(|_| self.payload.clone().into());
+        let mut event = CloudEvent::new(self.event_id.to_string(), source, self.event_type.clone(), data)
+            .with_trace(self.traceparent.clone(), self.tracestate.clone());
+        event.subject = Some(self.todo_id.to_string());
+        event.time = Some(self.created_at);
+        event.dataschema = self.event_type.parse::<TodoEventType>().ok().map(TodoEventType::schema_uri);
+        event.correlationid = Some(self.correlation_id.clone());
+        event.causationid = self.causation_id.clone();
+        event
+    }
+}
+
+/// One entry of `GET /todos/{id}/events`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub sequence: i64,
+    #[serde(with = "timestamp::option")]
+    pub published_at: Option<DateTime<Utc>>,
+    /// Exactly the CloudEvent subscribers receive (daprd adds `topic` and `pubsubname`).
+    pub event: CloudEvent,
+}
+
+/// A todo's events in order, oldest first; empty when the todo never existed.
+pub async fn history(pool: &AnyPool, todo_id: Uuid, source: &str) -> Result<Vec<HistoryEntry>> {
+    let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM outbox_events WHERE todo_id = $1 ORDER BY seq"))
+        .bind(todo_id.to_string())
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let stored = StoredEvent::from_row(row)?;
+            Ok(HistoryEntry { sequence: stored.seq, published_at: stored.published_at, event: stored.to_cloud_event(source) })
+        })
+        .collect()
+}
+
+/// Claims up to `limit` publishable events for relay instance `owner` until `lease_until_ms`.
+///
+/// Publishable means: pending, due (past its retry backoff), not leased by a live relay, and
+/// the *oldest* pending event of its todo. The last condition is the per-todo ordering
+/// guarantee: a todo's next event cannot be claimed, by any replica, until the one before it is
+/// marked published. Because a change's version is assigned under the todo's row lock, a later
+/// event of a todo never commits before an earlier one, so "oldest visible pending" really is
+/// the oldest.
+///
+/// On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets replicas claim concurrently without waiting on
+/// each other; the lease keeps a claimed row away from others after the claim commits. SQLite
+/// has one writer at a time, so the plain statement is already atomic.
+pub async fn claim(db: &Database, owner: &str, now_ms: i64, lease_until_ms: i64, limit: i64) -> Result<Vec<StoredEvent>> {
+    let lock = match db.backend {
+        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let sql = format!(
+        "WITH claimable AS MATERIALIZED ( \
+             SELECT o.event_id FROM outbox_events o \
+             WHERE o.published_at IS NULL \
+               AND o.next_attempt_at <= $1 \
+               AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= $1) \
+               AND NOT EXISTS ( \
+                   SELECT 1 FROM outbox_events earlier \
+                   WHERE earlier.todo_id = o.todo_id AND earlier.published_at IS NULL AND earlier.seq < o.seq) \
+             ORDER BY o.event_id \
+             LIMIT $2 {lock}) \
+         UPDATE outbox_events SET lease_owner = $3, lease_expires_at = $4 \
+         WHERE event_id IN (SELECT event_id FROM claimable) \
+         RETURNING {EVENT_COLUMNS}"
+    );
+    let rows = sqlx::query(&sql).bind(now_ms).bind(limit).bind(owner).bind(lease_until_ms).fetch_all(&db.writer).await?;
+    let mut events = rows.iter().map(StoredEvent::from_row).collect::<Result<Vec<_>, _>>()?;
+    // RETURNING has no defined order; publish oldest first.
+    events.sort_by_key(|e| e.event_id);
+    Ok(events)
+}
+
+pub async fn mark_published(db: &Database, event_id: Uuid, published_at: DateTime<Utc>) -> Result<()> {
+    sqlx::query(
+        "UPDATE outbox_events SET published_at = $1, lease_owner = NULL, lease_expires_at = NULL, last_error = NULL \
+         WHERE event_id = $2",
+    )
+    .bind(timestamp::format(&published_at))
+    .bind(event_id.to_string())
+    .execute(&db.writer)
+    .await?;
+    Ok(())
+}
+
+/// Records a failed attempt and releases the lease, so the event is retried (by any replica)
+/// once `next_attempt_ms` has passed. Its todo's later events stay blocked until then.
+pub async fn mark_failed(db: &Database, event_id: Uuid, next_attempt_ms: i64, error: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE outbox_events SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2, \
+         lease_owner = NULL, lease_expires_at = NULL WHERE event_id = $3",
+    )
+    .bind(next_attempt_ms)
+    .bind(error)
+    .bind(event_id.to_string())
+    .execute(&db.writer)
+    .await?;
+    Ok(())
+}
+
+/// Number of events not yet published (for logs and tests).
+pub async fn pending_count(pool: &AnyPool) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM outbox_events WHERE published_at IS NULL").fetch_one(pool).await?)
+}

@@ -1,0 +1,154 @@
+//! Building and running the application: the HTTP server and the relay, with graceful
+//! shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use dapr_events::{DaprPublisher, PublisherConfig};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Settings;
+use crate::db::Database;
+use crate::error::{Error, Result};
+use crate::http::{context, extract::MAX_BODY_BYTES, problem};
+use crate::relay::Relay;
+use crate::todos;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Database,
+    /// Notified after every commit that wrote an event, so the relay publishes right away
+    /// instead of at its next poll.
+    pub relay_wakeup: Arc<Notify>,
+    pub app_id: Arc<str>,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    relay: Option<Relay>,
+}
+
+impl Application {
+    /// Connects to the database (running migrations) and binds the port; nothing is served
+    /// until [`Application::run_until_stopped`].
+    pub async fn build(settings: Settings) -> Result<Self> {
+        let db = Database::connect(&settings.database_url, settings.db_max_connections).await?;
+        let listener = TcpListener::bind(SocketAddr::new(settings.host, settings.port)).await?;
+        let state = AppState { db: db.clone(), relay_wakeup: Arc::new(Notify::new()), app_id: settings.app_id.clone().into() };
+        let relay = if settings.relay.enabled {
+            let publisher = DaprPublisher::new(PublisherConfig {
+                sidecar_url: settings.dapr.http_endpoint.parse().map_err(|e| Error::Config {
+                    var: "DAPR_HTTP_ENDPOINT",
+                    detail: format!("{:?} is not a URL: {e}", settings.dapr.http_endpoint),
+                })?,
+                pubsub_name: settings.dapr.pubsub_name.clone(),
+                api_token: settings.dapr.api_token.clone(),
+                timeout: settings.relay.publish_timeout,
+            })
+            .map_err(|e| Error::Config { var: "DAPR_HTTP_ENDPOINT", detail: e.to_string() })?;
+            Some(Relay::new(db, publisher, settings.relay.clone(), settings.app_id.clone(), state.relay_wakeup.clone()))
+        } else {
+            None
+        };
+        Ok(Self { listener, state, relay })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting connections, lets in-flight
+    /// requests finish and lets the relay finish its current round.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
+        let addr = self.local_addr();
+        let relay = self.relay.map(|relay| tokio::spawn(relay.run(shutdown.clone())));
+        tracing::info!(%addr, "todo service listening");
+        let app = router(self.state.clone());
+        axum::serve(self.listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
+        if let Some(relay) = relay {
+            if let Err(error) = relay.await {
+                tracing::error!(%error, "relay task failed");
+            }
+        }
+        self.state.db.close().await;
+        tracing::info!("todo service stopped");
+        Ok(())
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(todos::routes())
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(problem::not_found)
+        .method_not_allowed_fallback(problem::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(context::propagate))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            tracing::info_span!(
+                "request",
+                method = %request.method(),
+                path = %request.uri().path(),
+                correlation_id = tracing::field::Empty,
+            )
+        }))
+        .with_state(state)
+}
+
+/// Liveness: the process serves HTTP.
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// Readiness: the database answers.
+async fn readyz(State(state): State<AppState>) -> Response {
+    match tokio::time::timeout(std::time::Duration::from_secs(2), state.db.ping()).await {
+        Ok(Ok(())) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Ok(Err(error)) => not_ready(&error.to_string()),
+        Err(_) => not_ready("database ping timed out"),
+    }
+}
+
+fn not_ready(reason: &str) -> Response {
+    tracing::warn!(reason, "not ready");
+    problem::Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready")
+        .detail(format!("The database is not reachable: {reason}"))
+        .into_response()
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what Kubernetes and `dapr run` send).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutdown requested");
+}

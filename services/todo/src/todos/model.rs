@@ -1,0 +1,307 @@
+//! The todo resource: its state, the requests that change it, and their validation.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use dapr_events::cloudevent::timestamp;
+use dapr_events::{TodoEventData, TodoStatus};
+use serde::{Deserialize, Deserializer, Serialize};
+use uuid::Uuid;
+
+use crate::http::problem::FieldError;
+
+pub const MAX_TITLE_CHARS: usize = 200;
+pub const MAX_DESCRIPTION_CHARS: usize = 2_000;
+pub const MAX_USER_ID_CHARS: usize = 64;
+
+/// A todo as the API shows it and the database stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Todo {
+    pub id: Uuid,
+    pub user_id: String,
+    pub title: String,
+    pub description: Option<String>,
+    #[serde(with = "timestamp::option")]
+    pub due_at: Option<DateTime<Utc>>,
+    pub status: TodoStatus,
+    pub version: i64,
+    #[serde(with = "timestamp")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "timestamp")]
+    pub updated_at: DateTime<Utc>,
+    #[serde(with = "timestamp::option")]
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl Todo {
+    /// The HTTP entity tag: the version, as a strong ETag.
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", self.version)
+    }
+
+    /// The event payload describing this state.
+    pub fn event_data(&self, changed_fields: Vec<String>, deleted_at: Option<DateTime<Utc>>) -> TodoEventData {
+        TodoEventData {
+            todo_id: self.id,
+            user_id: self.user_id.clone(),
+            title: self.title.clone(),
+            description: self.description.clone(),
+            due_at: self.due_at,
+            status: self.status,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            completed_at: self.completed_at,
+            deleted_at,
+            changed_fields,
+        }
+    }
+}
+
+/// Now, at the precision both databases store (microseconds), so a todo read back equals the
+/// one written.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// `POST /todos` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateTodo {
+    // Options so that a missing field is reported by our validation, alongside every other
+    // problem with the body, instead of serde stopping at the first one.
+    pub user_id: Option<String>,
+    pub title: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub due_at: Option<String>,
+}
+
+/// A validated [`CreateTodo`].
+#[derive(Debug, Clone)]
+pub struct NewTodo {
+    pub user_id: String,
+    pub title: String,
+    pub description: Option<String>,
+    pub due_at: Option<DateTime<Utc>>,
+}
+
+impl CreateTodo {
+    pub fn validate(self) -> Result<NewTodo, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let user_id = match self.user_id {
+            None => {
+                errors.push(FieldError::new("userId", "is required"));
+                None
+            }
+            Some(user_id) => check(validate_user_id(&user_id).map(|_| user_id), "userId", &mut errors),
+        };
+        let title = match self.title {
+            None => {
+                errors.push(FieldError::new("title", "is required"));
+                None
+            }
+            Some(title) => check(validate_title(&title), "title", &mut errors),
+        };
+        let description = check(validate_description(self.description), "description", &mut errors);
+        let due_at = check(validate_due_at(self.due_at.as_deref()), "dueAt", &mut errors);
+        match (user_id, title, description, due_at) {
+            (Some(user_id), Some(title), Some(description), Some(due_at)) if errors.is_empty() => {
+                Ok(NewTodo { user_id, title, description, due_at })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+/// `PATCH /todos/{id}` body. A field that is absent stays as it is; `description` and `dueAt`
+/// may be `null` to clear them; `title` may not.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateTodo {
+    #[serde(default, deserialize_with = "present")]
+    pub title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub due_at: Option<Option<String>>,
+}
+
+/// A validated [`UpdateTodo`]: `Some` for each field to set.
+#[derive(Debug, Clone, Default)]
+pub struct TodoPatch {
+    pub title: Option<String>,
+    pub description: Option<Option<String>>,
+    pub due_at: Option<Option<DateTime<Utc>>>,
+}
+
+impl UpdateTodo {
+    pub fn validate(self) -> Result<TodoPatch, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let title = match self.title {
+            None => None,
+            Some(None) => {
+                errors.push(FieldError::new("title", "cannot be null"));
+                None
+            }
+            Some(Some(title)) => check(validate_title(&title), "title", &mut errors),
+        };
+        let description = self.description.and_then(|d| check(validate_description(d), "description", &mut errors));
+        let due_at = self.due_at.and_then(|d| check(validate_due_at(d.as_deref()), "dueAt", &mut errors));
+        if errors.is_empty() { Ok(TodoPatch { title, description, due_at }) } else { Err(errors) }
+    }
+}
+
+impl TodoPatch {
+    /// The todo after the patch and the names of the fields that really changed (empty when the
+    /// patch sets what is already there).
+    pub fn apply(&self, todo: &Todo) -> (Todo, Vec<String>) {
+        let mut next = todo.clone();
+        let mut changed = Vec::new();
+        if let Some(title) = &self.title {
+            if *title != todo.title {
+                next.title = title.clone();
+                changed.push("title".to_owned());
+            }
+        }
+        if let Some(description) = &self.description {
+            if *description != todo.description {
+                next.description = description.clone();
+                changed.push("description".to_owned());
+            }
+        }
+        if let Some(due_at) = self.due_at {
+            if due_at != todo.due_at {
+                next.due_at = due_at;
+                changed.push("dueAt".to_owned());
+            }
+        }
+        (next, changed)
+    }
+}
+
+/// Distinguishes an explicit `null` (`Some(None)`) from an absent field (`None`, via
+/// `#[serde(default)]`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+fn check<T>(result: Result<T, String>, field: &str, errors: &mut Vec<FieldError>) -> Option<T> {
+    result.map_err(|detail| errors.push(FieldError::new(field, detail))).ok()
+}
+
+pub fn validate_user_id(user_id: &str) -> Result<(), String> {
+    let length = user_id.chars().count();
+    if !(1..=MAX_USER_ID_CHARS).contains(&length) {
+        return Err(format!("must be 1 to {MAX_USER_ID_CHARS} characters"));
+    }
+    if !user_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b)) {
+        return Err("may contain only letters, digits and . _ @ -".into());
+    }
+    Ok(())
+}
+
+fn validate_title(title: &str) -> Result<String, String> {
+    let title = title.trim();
+    let length = title.chars().count();
+    if !(1..=MAX_TITLE_CHARS).contains(&length) {
+        return Err(format!("must be 1 to {MAX_TITLE_CHARS} characters after trimming"));
+    }
+    Ok(title.to_owned())
+}
+
+fn validate_description(description: Option<String>) -> Result<Option<String>, String> {
+    match description {
+        Some(d) if d.chars().count() > MAX_DESCRIPTION_CHARS => {
+            Err(format!("must be at most {MAX_DESCRIPTION_CHARS} characters"))
+        }
+        other => Ok(other),
+    }
+}
+
+fn validate_due_at(due_at: Option<&str>) -> Result<Option<DateTime<Utc>>, String> {
+    due_at
+        .map(|text| {
+            timestamp::parse(text)
+                .map(|t| t.trunc_subsecs(6))
+                .map_err(|_| "must be an RFC 3339 date-time such as 2026-12-01T17:00:00Z".to_owned())
+        })
+        .transpose()
+}
+
+/// A fresh todo from a validated request.
+pub fn new_todo(input: NewTodo) -> Todo {
+    let now = now();
+    Todo {
+        id: Uuid::now_v7(),
+        user_id: input.user_id,
+        title: input.title,
+        description: input.description,
+        due_at: input.due_at,
+        status: TodoStatus::Open,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+        completed_at: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(errors: Vec<FieldError>) -> Vec<String> {
+        errors.into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn create_reports_every_invalid_field() {
+        let request = CreateTodo {
+            user_id: Some("bad user!".into()),
+            title: Some("   ".into()),
+            description: Some("d".repeat(MAX_DESCRIPTION_CHARS + 1)),
+            due_at: Some("tomorrow".into()),
+        };
+        assert_eq!(fields(request.validate().unwrap_err()), ["userId", "title", "description", "dueAt"]);
+        let missing = CreateTodo { user_id: None, title: None, description: None, due_at: None };
+        assert_eq!(fields(missing.validate().unwrap_err()), ["userId", "title"]);
+    }
+
+    #[test]
+    fn limits_are_inclusive_and_count_characters() {
+        let request = CreateTodo {
+            user_id: Some("u".repeat(MAX_USER_ID_CHARS)),
+            // 200 multi-byte characters are 200 characters, not 400 bytes.
+            title: Some(format!("  {}  ", "é".repeat(MAX_TITLE_CHARS))),
+            description: Some("d".repeat(MAX_DESCRIPTION_CHARS)),
+            due_at: Some("2026-12-01T17:00:00.1234567+02:00".into()),
+        };
+        let valid = request.validate().unwrap();
+        assert_eq!(valid.title.chars().count(), MAX_TITLE_CHARS);
+        assert_eq!(timestamp::format(&valid.due_at.unwrap()), "2026-12-01T15:00:00.123456Z");
+        let too_long = CreateTodo {
+            user_id: Some("u".repeat(MAX_USER_ID_CHARS + 1)),
+            title: Some("t".repeat(MAX_TITLE_CHARS + 1)),
+            description: None,
+            due_at: None,
+        };
+        assert_eq!(fields(too_long.validate().unwrap_err()), ["userId", "title"]);
+    }
+
+    #[test]
+    fn patch_tells_null_from_absent_and_reports_real_changes_only() {
+        let todo = new_todo(NewTodo {
+            user_id: "ada".into(),
+            title: "Write".into(),
+            description: Some("d".into()),
+            due_at: None,
+        });
+        let patch: UpdateTodo = serde_json::from_str(r#"{"description": null, "title": "Write"}"#).unwrap();
+        let (next, changed) = patch.validate().unwrap().apply(&todo);
+        assert_eq!(changed, ["description"]);
+        assert_eq!(next.description, None);
+        assert_eq!(next.title, "Write");
+        let null_title: UpdateTodo = serde_json::from_str(r#"{"title": null}"#).unwrap();
+        assert_eq!(fields(null_title.validate().unwrap_err()), ["title"]);
+    }
+}
