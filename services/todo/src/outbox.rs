@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use dapr_events::cloudevent::timestamp;
 use dapr_events::{CloudEvent, TodoEventData, TodoEventType};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
@@ -91,10 +92,13 @@ impl StoredEvent {
 
     /// The CloudEvent this row is published as. Deterministic: publishing the row again yields
     /// the same envelope, same `id` included, so consumers can deduplicate.
-    pub fn to_cloud_event(&self, source: &str) -> CloudEvent {
-        // The payload was serialised by us in `append`; if it ever failed to parse, publishing
-        // it as a string keeps the event (and the failure) visible instead of losing it.
-        let data = serde_json::from_str(&self.payload).unwrap_or_else(|_| self.payload.clone().into());
+    pub fn to_cloud_event(&self, source: &str) -> CloudEvent<Box<RawValue>> {
+        // The payload was serialised by us in `append` and goes out byte for byte. Should it
+        // ever not be JSON, it is published as a JSON string: visible, not lost.
+        let data = RawValue::from_string(self.payload.clone()).unwrap_or_else(|_| {
+            RawValue::from_string(serde_json::to_string(&self.payload).expect("a string serialises"))
+                .expect("a JSON string is JSON")
+        });
         let mut event = CloudEvent::new(self.event_id.to_string(), source, self.event_type.clone(), data)
             .with_trace(self.traceparent.clone(), self.tracestate.clone());
         event.subject = Some(self.todo_id.to_string());
@@ -114,7 +118,7 @@ pub struct HistoryEntry {
     #[serde(with = "timestamp::option")]
     pub published_at: Option<DateTime<Utc>>,
     /// Exactly the CloudEvent subscribers receive (daprd adds `topic` and `pubsubname`).
-    pub event: CloudEvent,
+    pub event: CloudEvent<Box<RawValue>>,
 }
 
 /// A todo's events in order, oldest first; empty when the todo never existed.

@@ -85,6 +85,8 @@ fn field_of(path: &str, message: &str) -> String {
     match (path, named) {
         (".", Some(name)) => name.to_owned(),
         (".", None) => "(body)".to_owned(),
+        // Unknown fields are reported at their own path, missing ones at their parent's.
+        (path, Some(name)) if path.rsplit('.').next() == Some(name) => path.to_owned(),
         (parent, Some(name)) => format!("{parent}.{name}"),
         (path, None) => path.to_owned(),
     }
