@@ -148,11 +148,22 @@ pub async fn history(pool: &AnyPool, todo_id: Uuid, source: &str) -> Result<Vec<
 /// each other; the lease keeps a claimed row away from others after the claim commits. SQLite
 /// has one writer at a time, so the plain statement is already atomic.
 pub async fn claim(db: &Database, owner: &str, now_ms: i64, lease_until_ms: i64, limit: i64) -> Result<Vec<StoredEvent>> {
-    let lock = match db.backend {
+    let sql = claim_sql(db.backend);
+    let rows = sqlx::query(&sql).bind(now_ms).bind(limit).bind(owner).bind(lease_until_ms).fetch_all(&db.writer).await?;
+    let mut events = rows.iter().map(StoredEvent::from_row).collect::<Result<Vec<_>, _>>()?;
+    // RETURNING has no defined order; publish oldest first.
+    events.sort_by_key(|e| e.event_id);
+    Ok(events)
+}
+
+/// The claim statement; parameters: now (ms), limit, owner, lease end (ms). Public so tests
+/// can check its plan uses the pending-only indexes.
+pub fn claim_sql(backend: Backend) -> String {
+    let lock = match backend {
         Backend::Postgres => "FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
     };
-    let sql = format!(
+    format!(
         "WITH claimable AS MATERIALIZED ( \
              SELECT o.event_id FROM outbox_events o \
              WHERE o.published_at IS NULL \
@@ -166,18 +177,13 @@ pub async fn claim(db: &Database, owner: &str, now_ms: i64, lease_until_ms: i64,
          UPDATE outbox_events SET lease_owner = $3, lease_expires_at = $4 \
          WHERE event_id IN (SELECT event_id FROM claimable) \
          RETURNING {EVENT_COLUMNS}"
-    );
-    let rows = sqlx::query(&sql).bind(now_ms).bind(limit).bind(owner).bind(lease_until_ms).fetch_all(&db.writer).await?;
-    let mut events = rows.iter().map(StoredEvent::from_row).collect::<Result<Vec<_>, _>>()?;
-    // RETURNING has no defined order; publish oldest first.
-    events.sort_by_key(|e| e.event_id);
-    Ok(events)
+    )
 }
 
 pub async fn mark_published(db: &Database, event_id: Uuid, published_at: DateTime<Utc>) -> Result<()> {
     sqlx::query(
-        "UPDATE outbox_events SET published_at = $1, lease_owner = NULL, lease_expires_at = NULL, last_error = NULL \
-         WHERE event_id = $2",
+        // attempts and last_error stay: they tell operators what it took to get the event out.
+        "UPDATE outbox_events SET published_at = $1, lease_owner = NULL, lease_expires_at = NULL WHERE event_id = $2",
     )
     .bind(timestamp::format(&published_at))
     .bind(event_id.to_string())

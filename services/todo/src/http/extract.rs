@@ -163,7 +163,7 @@ mod tests {
 
     #[test]
     fn malformed_json_is_a_bad_request() {
-        for body in [&b"{"[..], b"", b"{\"title\":\"a\"} trailing", b"[1,"] {
+        for body in [&b"{"[..], b"", b"{\"title\":\"a\"} trailing", b"{\"title\":"] {
             assert!(
                 matches!(parse_json::<Body>(body), Err(Error::BadRequest { .. })),
                 "{:?}",

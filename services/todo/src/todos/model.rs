@@ -202,6 +202,11 @@ pub fn validate_user_id(user_id: &str) -> Result<(), String> {
 }
 
 fn validate_title(title: &str) -> Result<String, String> {
+    // Control characters have no business in a one-line title, and NUL cannot be stored in
+    // PostgreSQL text at all.
+    if title.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
     let title = title.trim();
     let length = title.chars().count();
     if !(1..=MAX_TITLE_CHARS).contains(&length) {
@@ -214,6 +219,11 @@ fn validate_description(description: Option<String>) -> Result<Option<String>, S
     match description {
         Some(d) if d.chars().count() > MAX_DESCRIPTION_CHARS => {
             Err(format!("must be at most {MAX_DESCRIPTION_CHARS} characters"))
+        }
+        // Line breaks and tabs are fine in a description; other control characters (NUL
+        // above all, which PostgreSQL cannot store) are not.
+        Some(d) if d.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) => {
+            Err("must not contain control characters other than line breaks and tabs".into())
         }
         other => Ok(other),
     }
@@ -263,6 +273,13 @@ mod tests {
             due_at: Some("tomorrow".into()),
         };
         assert_eq!(fields(request.validate().unwrap_err()), ["userId", "title", "description", "dueAt"]);
+        let controls = CreateTodo {
+            user_id: Some("u".into()),
+            title: Some("a\u{0}b".into()),
+            description: Some("line\nbreak\tand NUL\u{0}".into()),
+            due_at: None,
+        };
+        assert_eq!(fields(controls.validate().unwrap_err()), ["title", "description"]);
         let missing = CreateTodo { user_id: None, title: None, description: None, due_at: None };
         assert_eq!(fields(missing.validate().unwrap_err()), ["userId", "title"]);
     }

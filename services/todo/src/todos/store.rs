@@ -9,7 +9,7 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
 
 use super::model::{NewTodo, Todo, new_todo, now};
-use crate::db::{Database, column};
+use crate::db::{Backend, Database, column};
 use crate::error::{Error, Result};
 use crate::http::context::RequestContext;
 use crate::outbox;
@@ -48,8 +48,15 @@ pub async fn get(pool: &AnyPool, id: Uuid) -> Result<Option<Todo>> {
     Ok(row.as_ref().map(todo_from_row).transpose()?)
 }
 
-async fn get_for_change(conn: &mut AnyConnection, id: Uuid) -> Result<Option<Todo>> {
-    let row = sqlx::query(&format!("SELECT {TODO_COLUMNS} FROM todos WHERE id = $1"))
+/// Reads the todo inside a change's transaction. On PostgreSQL the row is locked so concurrent
+/// writers of one todo queue up instead of racing (SQLite's single writer already queues them);
+/// the version check in the UPDATE stays as the guarantee either way.
+async fn get_for_change(conn: &mut AnyConnection, backend: Backend, id: Uuid) -> Result<Option<Todo>> {
+    let lock = match backend {
+        Backend::Postgres => " FOR UPDATE",
+        Backend::Sqlite => "",
+    };
+    let row = sqlx::query(&format!("SELECT {TODO_COLUMNS} FROM todos WHERE id = $1{lock}"))
         .bind(id.to_string())
         .fetch_optional(&mut *conn)
         .await?;
@@ -271,7 +278,7 @@ pub async fn change(
 ) -> Result<Outcome> {
     for _ in 0..MAX_CONFLICT_RETRIES {
         let mut tx = db.writer.begin().await?;
-        let current = get_for_change(&mut tx, id).await?.ok_or_else(|| Error::TodoNotFound(id.to_string()))?;
+        let current = get_for_change(&mut tx, db.backend, id).await?.ok_or_else(|| Error::TodoNotFound(id.to_string()))?;
         if let Some(if_match) = if_match {
             if !if_match.matches(current.version) {
                 return Err(Error::PreconditionFailed { current_version: current.version });

@@ -1,0 +1,448 @@
+//! Test harness: a fresh database per test (SQLite file or PostgreSQL database), a recording
+//! stand-in for the Dapr sidecar's publish endpoint, and the todo app spawned in-process on
+//! port 0.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::Value;
+use todo::db::Database;
+use todo::{Application, Settings};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Runs each listed test (an `async fn(Backend)`) once on SQLite and once on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name($crate::helpers::Backend::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name($crate::helpers::Backend::Postgres).await } )*
+        }
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Polls `check` until it yields a value, failing the test after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A database of its own for one test. PostgreSQL databases are dropped when the test ends.
+pub struct TestDb {
+    pub backend: Backend,
+    pub url: String,
+    postgres_name: Option<String>,
+    _sqlite_dir: Option<TempDir>,
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = TempDir::new();
+                let url = format!("sqlite://{}", dir.path.join("todo.db").display());
+                Self { backend, url, postgres_name: None, _sqlite_dir: Some(dir) }
+            }
+            Backend::Postgres => {
+                let admin = postgres_admin_url();
+                let name = format!("todo_test_{}", Uuid::new_v4().simple());
+                sqlx::any::install_default_drivers();
+                let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await.unwrap_or_else(|e| {
+                    panic!("PostgreSQL at {admin} (TEST_POSTGRES_URL) is needed for the postgres tests: {e}")
+                });
+                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
+                let (base, _) = admin.rsplit_once('/').expect("a database URL has a path");
+                Self { backend, url: format!("{base}/{name}"), postgres_name: Some(name), _sqlite_dir: None }
+            }
+        }
+    }
+
+    /// A connection of the test's own (migrations run), for inspecting or arranging state.
+    pub async fn connect(&self) -> Database {
+        Database::connect(&self.url, 4).await.expect("connect to the test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.postgres_name.take() else { return };
+        // Drop runs outside async context; a short-lived thread with its own runtime does the
+        // cleanup. FORCE disconnects pools the test may not have closed.
+        let admin = postgres_admin_url();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("todo-test-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        Self { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// One publish request as the stand-in sidecar received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub pubsub: String,
+    pub topic: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The status the stand-in answered.
+    pub answered: StatusCode,
+}
+
+impl Recorded {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("a publish body is JSON")
+    }
+
+    pub fn event_id(&self) -> String {
+        self.json()["id"].as_str().expect("an id").to_owned()
+    }
+
+    pub fn todo_id(&self) -> String {
+        self.json()["subject"].as_str().expect("a subject").to_owned()
+    }
+
+    pub fn version(&self) -> i64 {
+        self.json()["data"]["version"].as_i64().expect("a version")
+    }
+}
+
+/// How the stand-in answers a publish: a status, or `None` to hang past any timeout.
+pub type Responder = Arc<dyn Fn(&Recorded, usize) -> Option<StatusCode> + Send + Sync>;
+
+#[derive(Clone)]
+struct SidecarState {
+    recorded: Arc<Mutex<Vec<Recorded>>>,
+    outbound_healthy: Arc<std::sync::atomic::AtomicBool>,
+    health_checks: Arc<AtomicUsize>,
+    responder: Arc<Mutex<Responder>>,
+    calls: Arc<AtomicUsize>,
+}
+
+/// A recording stand-in for daprd's publish and outbound-health endpoints: a test fixture at the
+/// unit-of-service level (the dev sidecar, not this, is what end-to-end tests use).
+pub struct FakeSidecar {
+    pub addr: SocketAddr,
+    state: SidecarState,
+    server: Option<JoinHandle<()>>,
+}
+
+/// daprd's error body for a broker failure (shared/dapr-contract.md §1.7).
+pub const DAPR_PUBLISH_ERROR: &str = r#"{"errorCode":"ERR_PUBSUB_PUBLISH_MESSAGE","message":"error when publishing to topic in pubsub pubsub: broker down"}"#;
+
+impl FakeSidecar {
+    pub async fn start() -> Self {
+        Self::start_on(0).await
+    }
+
+    pub async fn start_on(port: u16) -> Self {
+        let state = SidecarState {
+            recorded: Arc::default(),
+            outbound_healthy: Arc::new(true.into()),
+            health_checks: Arc::default(),
+            responder: Arc::new(Mutex::new(Arc::new(|_, _| Some(StatusCode::NO_CONTENT)))),
+            calls: Arc::default(),
+        };
+        let mut sidecar = Self { addr: SocketAddr::from(([127, 0, 0, 1], port)), state, server: None };
+        sidecar.serve().await;
+        sidecar
+    }
+
+    async fn serve(&mut self) {
+        let listener = TcpListener::bind(self.addr).await.expect("bind the stand-in sidecar");
+        self.addr = listener.local_addr().unwrap();
+        let app = Router::new()
+            .route("/v1.0/healthz/outbound", get(outbound_health))
+            .route("/v1.0/publish/{pubsub}/{*topic}", post(publish))
+            .with_state(self.state.clone());
+        self.server = Some(tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        }));
+    }
+
+    /// Stops answering: connections are refused until [`FakeSidecar::restart`].
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+            let _ = server.await;
+        }
+    }
+
+    /// Serves again on the same port, keeping the record.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.serve().await;
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn set_outbound_healthy(&self, healthy: bool) {
+        self.state.outbound_healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    pub fn health_checks(&self) -> usize {
+        self.state.health_checks.load(Ordering::SeqCst)
+    }
+
+    /// Decides each answer; the second argument counts publish calls so far (from 0).
+    pub fn respond_with(&self, responder: impl Fn(&Recorded, usize) -> Option<StatusCode> + Send + Sync + 'static) {
+        *self.state.responder.lock().unwrap() = Arc::new(responder);
+    }
+
+    pub fn recorded(&self) -> Vec<Recorded> {
+        self.state.recorded.lock().unwrap().clone()
+    }
+
+    /// Publishes answered 2xx, in arrival order.
+    pub fn accepted(&self) -> Vec<Recorded> {
+        self.recorded().into_iter().filter(|r| r.answered.is_success()).collect()
+    }
+
+    /// Waits until `count` distinct events were accepted; returns the accepted publishes.
+    pub async fn wait_for_accepted(&self, count: usize) -> Vec<Recorded> {
+        eventually(&format!("{count} accepted publishes"), DEADLINE, || async {
+            let accepted = self.accepted();
+            let distinct: std::collections::HashSet<_> = accepted.iter().map(Recorded::event_id).collect();
+            (distinct.len() >= count).then_some(accepted)
+        })
+        .await
+    }
+
+    /// Accepted publishes grouped by todo, in arrival order.
+    pub fn accepted_by_todo(&self) -> HashMap<String, Vec<Recorded>> {
+        let mut by_todo: HashMap<String, Vec<Recorded>> = HashMap::new();
+        for record in self.accepted() {
+            by_todo.entry(record.todo_id()).or_default().push(record);
+        }
+        by_todo
+    }
+}
+
+impl Drop for FakeSidecar {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+async fn outbound_health(State(state): State<SidecarState>) -> Response {
+    state.health_checks.fetch_add(1, Ordering::SeqCst);
+    if state.outbound_healthy.load(Ordering::SeqCst) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        (StatusCode::INTERNAL_SERVER_ERROR, r#"{"errorCode":"ERR_OUTBOUND_HEALTH_NOT_READY","message":"dapr outbound is not ready"}"#)
+            .into_response()
+    }
+}
+
+async fn publish(
+    State(state): State<SidecarState>,
+    Path((pubsub, topic)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let call = state.calls.fetch_add(1, Ordering::SeqCst);
+    let mut record = Recorded { pubsub, topic, query, headers, body, answered: StatusCode::NO_CONTENT };
+    let responder = state.responder.lock().unwrap().clone();
+    let Some(status) = responder(&record, call) else {
+        // Hang: the caller's timeout fires first. Recorded as a 504 so it never counts as accepted.
+        record.answered = StatusCode::GATEWAY_TIMEOUT;
+        state.recorded.lock().unwrap().push(record);
+        std::future::pending::<()>().await;
+        unreachable!();
+    };
+    record.answered = status;
+    state.recorded.lock().unwrap().push(record);
+    if status.is_success() {
+        status.into_response()
+    } else {
+        (status, [("content-type", "application/json")], DAPR_PUBLISH_ERROR).into_response()
+    }
+}
+
+/// The todo app running in-process against a test database and a stand-in sidecar.
+pub struct TestApp {
+    pub address: String,
+    pub http: reqwest::Client,
+    pub db: Database,
+    pub test_db: Arc<TestDb>,
+    shutdown: CancellationToken,
+    server: Option<JoinHandle<todo::Result<()>>>,
+}
+
+/// Logs go through libtest's capture (shown for failing tests only); `RUST_LOG` overrides the
+/// default of warnings and errors.
+fn init_test_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx=error"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
+/// Relay settings that make tests fast: short retries and a 1 s publish timeout.
+pub fn test_settings(db_url: &str, sidecar_port: u16, overrides: &[(&str, &str)]) -> Settings {
+    let mut env: HashMap<String, String> = [
+        ("APP_HOST", "127.0.0.1"),
+        ("APP_PORT", "0"),
+        ("APP_ID", "todo"),
+        ("RELAY_POLL_INTERVAL_MS", "100"),
+        ("RELAY_RETRY_INITIAL_MS", "20"),
+        ("RELAY_RETRY_MAX_MS", "200"),
+        ("RELAY_PUBLISH_TIMEOUT_MS", "1000"),
+        ("RELAY_LEASE_MS", "5000"),
+        ("DB_MAX_CONNECTIONS", "4"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    env.insert("DATABASE_URL".into(), db_url.to_owned());
+    env.insert("DAPR_HTTP_PORT".into(), sidecar_port.to_string());
+    for (k, v) in overrides {
+        env.insert((*k).to_owned(), (*v).to_owned());
+    }
+    Settings::from_lookup(|name| env.get(name).cloned()).expect("valid test settings")
+}
+
+impl TestApp {
+    /// The app with its own database and a stand-in sidecar that accepts everything.
+    pub async fn spawn(backend: Backend) -> (Self, FakeSidecar) {
+        let sidecar = FakeSidecar::start().await;
+        let app = Self::spawn_with(Arc::new(TestDb::new(backend).await), &sidecar, &[]).await;
+        (app, sidecar)
+    }
+
+    pub async fn spawn_with(test_db: Arc<TestDb>, sidecar: &FakeSidecar, overrides: &[(&str, &str)]) -> Self {
+        init_test_logging();
+        let settings = test_settings(&test_db.url, sidecar.port(), overrides);
+        let app = Application::build(settings).await.expect("build the app");
+        let address = format!("http://{}", app.local_addr());
+        let db = app.state().db.clone();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        Self { address, http: reqwest::Client::new(), db, test_db, shutdown, server: Some(server) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http.post(self.url(path)).json(body).send().await.expect("request")
+    }
+
+    /// Creates a todo and returns its JSON.
+    pub async fn create_todo(&self, user_id: &str, title: &str) -> Value {
+        let response = self.post_json("/todos", &serde_json::json!({"userId": user_id, "title": title})).await;
+        assert_eq!(response.status(), 201, "create failed: {:?}", response.text().await);
+        response.json().await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.expect("request")
+    }
+
+    /// Graceful stop, as on SIGTERM.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.expect("the app task").expect("the app stopped cleanly");
+        }
+    }
+
+    /// Abrupt stop: the tasks are dropped mid-flight, like a killed process.
+    pub async fn crash(mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+            let _ = server.await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Asserts an RFC 9457 problem response with `status` whose `errors` name `field`; returns the
+/// problem.
+pub async fn assert_problem(response: reqwest::Response, status: u16, field: Option<&str>) -> Value {
+    assert_eq!(response.status(), status, "unexpected status");
+    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let problem: Value = response.json().await.expect("a problem body is JSON");
+    assert_eq!(problem["status"], status);
+    assert!(problem["type"].is_string() && problem["title"].is_string(), "{problem}");
+    if let Some(field) = field {
+        let named: Vec<&str> = problem["errors"]
+            .as_array()
+            .map(|errors| errors.iter().filter_map(|e| e["field"].as_str()).collect())
+            .unwrap_or_default();
+        assert!(named.contains(&field), "expected field {field:?} in {problem}");
+    }
+    problem
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the todo service over real HTTP, each run on SQLite and on PostgreSQL.
+//! One test binary (rather than one per file) so the suite links once.
+
+mod helpers;
+
+mod events_schema;
+mod outbox;
+mod relay;
+mod todos;

@@ -1,0 +1,187 @@
+//! The transactional outbox: one event row per change, written atomically with the change.
+
+use serde_json::{Value, json};
+use sqlx::Row;
+use todo::db::Backend as DbBackend;
+
+use crate::helpers::{Backend, TestApp};
+use crate::on_both_backends;
+
+on_both_backends!(
+    every_change_writes_one_event_row_with_its_context,
+    a_failed_event_write_rolls_back_the_whole_change,
+    the_pending_query_uses_the_pending_only_index,
+);
+
+async fn event_rows(app: &TestApp, todo_id: &str) -> Vec<sqlx::any::AnyRow> {
+    sqlx::query("SELECT * FROM outbox_events WHERE todo_id = $1 ORDER BY seq")
+        .bind(todo_id)
+        .fetch_all(&app.db.reader)
+        .await
+        .unwrap()
+}
+
+async fn every_change_writes_one_event_row_with_its_context(backend: Backend) {
+    let (app, _sidecar) = TestApp::spawn(backend).await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let created: Value = app
+        .http
+        .post(app.url("/todos"))
+        .header("x-correlation-id", "corr-1")
+        .header("traceparent", traceparent)
+        .json(&json!({"userId": "u", "title": "t"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap();
+    let path = format!("/todos/{id}");
+    let patched = app
+        .http
+        .patch(app.url(&path))
+        .header("x-request-id", "req-2")
+        .header("x-causation-id", "evt-cause")
+        .json(&json!({"title": "t2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.headers()["x-correlation-id"], "req-2");
+    app.http.post(app.url(&format!("{path}/complete"))).send().await.unwrap();
+    app.http.post(app.url(&format!("{path}/complete"))).send().await.unwrap(); // no-op
+    app.http.post(app.url(&format!("{path}/reopen"))).send().await.unwrap();
+    app.http.delete(app.url(&path)).send().await.unwrap();
+
+    let rows = event_rows(&app, id).await;
+    let summary: Vec<(i64, String, String)> = rows
+        .iter()
+        .map(|r| (r.get::<i64, _>("seq"), r.get::<String, _>("event_type"), r.get::<String, _>("topic")))
+        .collect();
+    let expected: Vec<(i64, String, String)> = [
+        "todos.task.created",
+        "todos.task.updated",
+        "todos.task.completed",
+        "todos.task.reopened",
+        "todos.task.deleted",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, t)| (i as i64 + 1, t.to_string(), t.to_string()))
+    .collect();
+    assert_eq!(summary, expected, "one row per change, seq = version, topic = type");
+
+    let first = &rows[0];
+    assert_eq!(first.get::<String, _>("correlation_id"), "corr-1");
+    assert_eq!(first.get::<Option<String>, _>("traceparent").as_deref(), Some(traceparent));
+    assert_eq!(first.get::<Option<String>, _>("causation_id"), None);
+    let second = &rows[1];
+    assert_eq!(second.get::<String, _>("correlation_id"), "req-2");
+    assert_eq!(second.get::<Option<String>, _>("causation_id").as_deref(), Some("evt-cause"));
+    let generated = rows[2].get::<String, _>("correlation_id");
+    assert!(uuid::Uuid::parse_str(&generated).is_ok(), "a correlation id is generated when none is sent");
+    assert!(
+        todo_events_trace::is_valid(&rows[2].get::<Option<String>, _>("traceparent").unwrap()),
+        "a trace is started when none is sent"
+    );
+    let ids: std::collections::HashSet<String> = rows.iter().map(|r| r.get::<String, _>("event_id")).collect();
+    assert_eq!(ids.len(), 5);
+}
+
+mod todo_events_trace {
+    pub fn is_valid(traceparent: &str) -> bool {
+        dapr_events::trace::parse_traceparent(traceparent).is_some()
+    }
+}
+
+/// Makes every insert of an event of `event_type` fail inside the database, after the todo row
+/// of the same transaction was written.
+async fn fail_event_inserts(app: &TestApp, event_type: &str) {
+    let db = app.test_db.connect().await;
+    let statements: Vec<String> = match app.test_db.backend {
+        Backend::Sqlite => vec![format!(
+            "CREATE TRIGGER reject_event BEFORE INSERT ON outbox_events WHEN NEW.event_type = '{event_type}' \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+        )],
+        Backend::Postgres => vec![
+            "CREATE FUNCTION reject_event() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$"
+                .to_owned(),
+            format!(
+                "CREATE TRIGGER reject_event BEFORE INSERT ON outbox_events FOR EACH ROW \
+                 WHEN (NEW.event_type = '{event_type}') EXECUTE FUNCTION reject_event()"
+            ),
+        ],
+    };
+    for statement in statements {
+        sqlx::query(&statement).execute(&db.writer).await.unwrap();
+    }
+    db.close().await;
+}
+
+async fn a_failed_event_write_rolls_back_the_whole_change(backend: Backend) {
+    let (app, _sidecar) = TestApp::spawn(backend).await;
+    let todo = app.create_todo("u", "before").await;
+    let id = todo["id"].as_str().unwrap();
+    fail_event_inserts(&app, "todos.task.updated").await;
+
+    let response = app.http.patch(app.url(&format!("/todos/{id}"))).json(&json!({"title": "after"})).send().await.unwrap();
+    assert_eq!(response.status(), 500, "the injected database failure surfaces as a server error");
+    let current: Value = app.get(&format!("/todos/{id}")).await.json().await.unwrap();
+    assert_eq!((current["title"].as_str(), current["version"].as_i64()), (Some("before"), Some(1)), "change rolled back");
+    assert_eq!(event_rows(&app, id).await.len(), 1, "no event row for the rolled-back change");
+
+    // Other changes still work, and keep a gap-free sequence.
+    let completed = app.http.post(app.url(&format!("/todos/{id}/complete"))).send().await.unwrap();
+    assert_eq!(completed.status(), 200);
+    let seqs: Vec<i64> = event_rows(&app, id).await.iter().map(|r| r.get("seq")).collect();
+    assert_eq!(seqs, [1, 2]);
+}
+
+async fn the_pending_query_uses_the_pending_only_index(backend: Backend) {
+    let (app, _sidecar) = TestApp::spawn(backend).await;
+    let db = app.test_db.connect().await;
+    // Enough published history for PostgreSQL's planner to prefer an index (on a handful of
+    // rows a sequential scan is cheaper and would make this test meaningless).
+    let history = match db.backend {
+        DbBackend::Postgres => {
+            "INSERT INTO outbox_events (event_id, todo_id, seq, event_type, topic, payload, created_at, correlation_id, published_at) \
+             SELECT lpad(to_hex(i), 32, '0'), lpad(to_hex(i), 32, '0'), 1, 't', 't', '{}', 'x', 'c', 'x' \
+             FROM generate_series(1, 50000) AS i"
+        }
+        DbBackend::Sqlite => {
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000) \
+             INSERT INTO outbox_events (event_id, todo_id, seq, event_type, topic, payload, created_at, correlation_id, published_at) \
+             SELECT printf('%032x', i), printf('%032x', i), 1, 't', 't', '{}', 'x', 'c', 'x' FROM n"
+        }
+    };
+    sqlx::query(history).execute(&db.writer).await.unwrap();
+    sqlx::query("ANALYZE").execute(&db.writer).await.unwrap();
+    let explain = match db.backend {
+        DbBackend::Postgres => "EXPLAIN ",
+        DbBackend::Sqlite => "EXPLAIN QUERY PLAN ",
+    };
+    let plan_rows = sqlx::query(&format!("{explain}{}", todo::outbox::claim_sql(db.backend)))
+        .bind(0_i64)
+        .bind(100_i64)
+        .bind("owner")
+        .bind(0_i64)
+        .fetch_all(&db.reader)
+        .await
+        .unwrap();
+    let plan: Vec<String> = plan_rows
+        .iter()
+        .map(|row| match db.backend {
+            DbBackend::Postgres => row.get::<String, _>(0),
+            DbBackend::Sqlite => row.get::<String, _>("detail"),
+        })
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("outbox_pending"), "the claim must read the pending-only index:\n{plan}");
+    let full_scan = match db.backend {
+        DbBackend::Postgres => plan.contains("Seq Scan on outbox_events"),
+        DbBackend::Sqlite => plan.lines().any(|l| l.trim() == "SCAN o" || l.trim() == "SCAN outbox_events"),
+    };
+    assert!(!full_scan, "the claim must not scan the whole outbox:\n{plan}");
+    db.close().await;
+}

@@ -1,0 +1,372 @@
+//! The relay against a recording stand-in for the sidecar's publish endpoint: request shape,
+//! per-todo order, retries without loss, health gating, crash recovery and replicas.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use crate::helpers::{Backend, DEADLINE, FakeSidecar, Recorded, TestApp, TestDb, eventually};
+use crate::on_both_backends;
+
+on_both_backends!(
+    publishes_each_event_with_daprs_request_shape,
+    keeps_per_todo_order_under_concurrent_writers,
+    retries_failed_publishes_without_loss_while_other_todos_flow,
+    retries_while_the_sidecar_refuses_connections,
+    retries_after_a_publish_timeout,
+    publishes_nothing_before_outbound_health,
+    an_event_claimed_by_a_crashed_instance_is_published_after_restart,
+);
+
+/// Per todo, the accepted publishes must be versions 1, 2, 3, … in arrival order. A repeat of
+/// the event just published is allowed (at least once), anything else is a reordering.
+fn assert_in_order(by_todo: &HashMap<String, Vec<Recorded>>, expected_events_per_todo: &HashMap<String, i64>) {
+    for (todo, expected) in expected_events_per_todo {
+        let records = by_todo.get(todo).unwrap_or_else(|| panic!("nothing published for {todo}"));
+        let mut versions: Vec<i64> = records.iter().map(Recorded::version).collect();
+        versions.dedup();
+        let wanted: Vec<i64> = (1..=*expected).collect();
+        assert_eq!(versions, wanted, "todo {todo} was published out of order");
+    }
+}
+
+async fn pending_attempts(app: &TestApp, todo_id: &str) -> Option<(i64, Option<String>)> {
+    let row = sqlx::query("SELECT attempts, last_error FROM outbox_events WHERE todo_id = $1 AND published_at IS NULL ORDER BY seq LIMIT 1")
+        .bind(todo_id)
+        .fetch_optional(&app.db.reader)
+        .await
+        .unwrap()?;
+    Some((row.get("attempts"), row.get("last_error")))
+}
+
+async fn publishes_each_event_with_daprs_request_shape(backend: Backend) {
+    let sidecar = FakeSidecar::start().await;
+    let test_db = Arc::new(TestDb::new(backend).await);
+    let app = TestApp::spawn_with(test_db, &sidecar, &[("DAPR_API_TOKEN", "s3cret"), ("PUBSUB_NAME", "todo-pubsub")]).await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let todo: Value = app
+        .http
+        .post(app.url("/todos"))
+        .header("x-correlation-id", "corr-shape")
+        .header("traceparent", traceparent)
+        .header("tracestate", "vendor=1")
+        .json(&json!({"userId": "ada", "title": "shape"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = todo["id"].as_str().unwrap();
+    let published = sidecar.wait_for_accepted(1).await;
+    let request = &published[0];
+
+    assert_eq!(request.pubsub, "todo-pubsub");
+    assert_eq!(request.topic, "todos.task.created");
+    assert_eq!(request.query.as_deref(), Some(format!("metadata.partitionKey={id}").as_str()));
+    assert_eq!(request.headers["content-type"], "application/cloudevents+json");
+    assert_eq!(request.headers["dapr-api-token"], "s3cret");
+    assert_eq!(request.headers["traceparent"], traceparent);
+
+    let history: Value = app.get(&format!("/todos/{id}/events")).await.json().await.unwrap();
+    let stored = &history["events"][0];
+    let body = request.json();
+    assert_eq!(body, stored["event"], "the published envelope is the one the history shows");
+    assert_eq!(body["specversion"], "1.0");
+    assert_eq!(body["source"], "todo");
+    assert_eq!(body["type"], "todos.task.created");
+    assert_eq!(body["subject"], id);
+    assert_eq!(body["datacontenttype"], "application/json");
+    assert_eq!(body["dataschema"], "https://dapr-todo.example/schemas/events/todos.task.created/v1.json");
+    assert_eq!(body["correlationid"], "corr-shape");
+    assert_eq!(body["traceparent"], traceparent);
+    assert_eq!(body["traceid"], traceparent, "traceid keeps daprd from replacing traceparent");
+    assert_eq!(body["tracestate"], "vendor=1");
+    assert!(body.get("causationid").is_none());
+    assert_eq!(body["data"]["todoId"], id);
+    assert_eq!(body["data"]["userId"], "ada");
+    assert_eq!(body["data"]["version"], 1);
+    assert_eq!(body["time"], todo["createdAt"]);
+    assert!(uuid::Uuid::parse_str(body["id"].as_str().unwrap()).is_ok());
+
+    let marked = eventually("the event to be marked published", DEADLINE, || async {
+        let history: Value = app.get(&format!("/todos/{id}/events")).await.json().await.unwrap();
+        history["events"][0]["publishedAt"].is_string().then_some(())
+    })
+    .await;
+    assert_eq!(marked, ());
+    assert_eq!(sidecar.recorded().len(), 1, "published exactly once");
+}
+
+async fn keeps_per_todo_order_under_concurrent_writers(backend: Backend) {
+    let (app, sidecar) = TestApp::spawn(backend).await;
+    let titles: Vec<String> = (0..6).map(|i| format!("todo {i}")).collect();
+    let todos: Vec<String> = futures::future::join_all(titles.iter().map(|title| app.create_todo("writer", title)))
+        .await
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect();
+    // Every todo gets 12 concurrent updates, all todos at once.
+    let updates = todos.iter().flat_map(|id| {
+        let app = &app;
+        (0..12).map(move |n| async move {
+            let response = app.http.patch(app.url(&format!("/todos/{id}"))).json(&json!({"title": format!("rev {n}")})).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{:?}", response.text().await);
+        })
+    });
+    futures::future::join_all(updates).await;
+
+    let mut expected = HashMap::new();
+    for id in &todos {
+        let todo: Value = app.get(&format!("/todos/{id}")).await.json().await.unwrap();
+        expected.insert(id.clone(), todo["version"].as_i64().unwrap());
+    }
+    let total: i64 = expected.values().sum();
+    assert!(total > 6 * 2, "the concurrent updates produced changes");
+    sidecar.wait_for_accepted(total as usize).await;
+    assert_in_order(&sidecar.accepted_by_todo(), &expected);
+}
+
+async fn retries_failed_publishes_without_loss_while_other_todos_flow(backend: Backend) {
+    let (app, sidecar) = TestApp::spawn(backend).await;
+    // Hold the stand-in so it fails the first todo until the second todo's three events are in.
+    let blocked_todo: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let other_accepted = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(AtomicUsize::new(0));
+    sidecar.respond_with({
+        let (blocked_todo, other_accepted, failures) = (blocked_todo.clone(), other_accepted.clone(), failures.clone());
+        move |record, _| {
+            let blocked = blocked_todo.lock().unwrap().clone();
+            if blocked.as_deref() == Some(record.todo_id().as_str()) {
+                if other_accepted.load(Ordering::SeqCst) < 3 {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                    return Some(if failures.load(Ordering::SeqCst) % 2 == 0 {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    });
+                }
+            } else {
+                other_accepted.fetch_add(1, Ordering::SeqCst);
+            }
+            Some(StatusCode::NO_CONTENT)
+        }
+    });
+    let first = app.create_todo("u", "blocked").await["id"].as_str().unwrap().to_owned();
+    *blocked_todo.lock().unwrap() = Some(first.clone());
+    // Queue two more events behind the failing one before anything else happens.
+    for title in ["b1", "b2"] {
+        app.http.patch(app.url(&format!("/todos/{first}"))).json(&json!({"title": title})).send().await.unwrap();
+    }
+    let (attempts, last_error) = eventually("a recorded failure", DEADLINE, || async {
+        pending_attempts(&app, &first).await.filter(|(attempts, _)| *attempts >= 1)
+    })
+    .await;
+    assert!(attempts >= 1);
+    assert!(
+        last_error.as_deref().unwrap_or("").contains("ERR_PUBSUB_PUBLISH_MESSAGE"),
+        "the failure is kept with daprd's error body: {last_error:?}"
+    );
+    assert!(sidecar.accepted().iter().all(|r| r.todo_id() != first), "nothing of the failing todo got through yet");
+
+    let second = app.create_todo("u", "flows").await["id"].as_str().unwrap().to_owned();
+    for title in ["s1", "s2"] {
+        app.http.patch(app.url(&format!("/todos/{second}"))).json(&json!({"title": title})).send().await.unwrap();
+    }
+    sidecar.wait_for_accepted(6).await;
+    assert!(failures.load(Ordering::SeqCst) >= 1);
+    let accepted = sidecar.accepted();
+    let first_success_of_blocked = accepted.iter().position(|r| r.todo_id() == first).unwrap();
+    let last_of_second = accepted.iter().rposition(|r| r.todo_id() == second).unwrap();
+    assert!(last_of_second < first_success_of_blocked, "the other todo's events flowed while the first was failing");
+    assert_in_order(&sidecar.accepted_by_todo(), &HashMap::from([(first, 3), (second, 3)]));
+}
+
+async fn retries_while_the_sidecar_refuses_connections(backend: Backend) {
+    let (app, mut sidecar) = TestApp::spawn(backend).await;
+    app.create_todo("u", "warm-up").await;
+    sidecar.wait_for_accepted(1).await;
+    sidecar.stop().await;
+
+    let todo = app.create_todo("u", "while down").await["id"].as_str().unwrap().to_owned();
+    app.http.post(app.url(&format!("/todos/{todo}/complete"))).send().await.unwrap();
+    let (_, last_error) = eventually("repeated refused publishes", DEADLINE, || async {
+        pending_attempts(&app, &todo).await.filter(|(attempts, _)| *attempts >= 3)
+    })
+    .await;
+    assert!(last_error.unwrap_or_default().contains("could not reach the Dapr sidecar"));
+
+    sidecar.restart().await;
+    sidecar.wait_for_accepted(3).await;
+    assert_in_order(&sidecar.accepted_by_todo(), &HashMap::from([(todo, 2)]));
+}
+
+async fn retries_after_a_publish_timeout(backend: Backend) {
+    let (app, sidecar) = TestApp::spawn(backend).await;
+    // The first call hangs past the relay's 1 s timeout; daprd may still have published it, so
+    // a second copy is the at-least-once contract, not a bug.
+    sidecar.respond_with(|_, call| (call > 0).then_some(StatusCode::NO_CONTENT));
+    let todo = app.create_todo("u", "slow").await["id"].as_str().unwrap().to_owned();
+    app.http.patch(app.url(&format!("/todos/{todo}"))).json(&json!({"title": "after"})).send().await.unwrap();
+    sidecar.wait_for_accepted(2).await;
+    let recorded = sidecar.recorded();
+    assert_eq!(recorded[0].answered, StatusCode::GATEWAY_TIMEOUT, "the first attempt hung");
+    assert_eq!(recorded[0].event_id(), recorded[1].event_id(), "the same event was retried, with the same id");
+    assert_in_order(&sidecar.accepted_by_todo(), &HashMap::from([(todo.clone(), 2)]));
+    let (attempts, error): (i64, Option<String>) = {
+        let row = sqlx::query("SELECT attempts, last_error FROM outbox_events WHERE todo_id = $1 AND seq = 1")
+            .bind(&todo)
+            .fetch_one(&app.db.reader)
+            .await
+            .unwrap();
+        (row.get("attempts"), row.get("last_error"))
+    };
+    assert_eq!(attempts, 1);
+    assert!(error.unwrap_or_default().contains("did not answer within"));
+}
+
+async fn publishes_nothing_before_outbound_health(backend: Backend) {
+    let sidecar = FakeSidecar::start().await;
+    sidecar.set_outbound_healthy(false);
+    let app = TestApp::spawn_with(Arc::new(TestDb::new(backend).await), &sidecar, &[]).await;
+    app.create_todo("u", "early").await;
+    eventually("the relay to poll outbound health", DEADLINE, || async { (sidecar.health_checks() >= 3).then_some(()) })
+        .await;
+    assert!(sidecar.recorded().is_empty(), "published before the sidecar was ready");
+    sidecar.set_outbound_healthy(true);
+    sidecar.wait_for_accepted(1).await;
+}
+
+async fn an_event_claimed_by_a_crashed_instance_is_published_after_restart(backend: Backend) {
+    let sidecar = FakeSidecar::start().await;
+    // The first instance's publish hangs, so it dies holding the event's lease.
+    sidecar.respond_with(|_, _| None);
+    let test_db = Arc::new(TestDb::new(backend).await);
+    let short_lease = [("RELAY_LEASE_MS", "2500")];
+    let first = TestApp::spawn_with(test_db.clone(), &sidecar, &short_lease).await;
+    let todo = first.create_todo("u", "survives").await["id"].as_str().unwrap().to_owned();
+    eventually("the first instance to be mid-publish", DEADLINE, || async { (!sidecar.recorded().is_empty()).then_some(()) })
+        .await;
+    first.crash().await;
+
+    sidecar.respond_with(|_, _| Some(StatusCode::NO_CONTENT));
+    let second = TestApp::spawn_with(test_db, &sidecar, &short_lease).await;
+    let accepted = sidecar.wait_for_accepted(1).await;
+    assert_eq!(accepted[0].todo_id(), todo);
+    eventually("the event to be marked published", DEADLINE, || async {
+        pending_attempts(&second, &todo).await.is_none().then_some(())
+    })
+    .await;
+    second.stop().await;
+}
+
+/// The binary itself: an event committed before SIGKILL is published by the next process, and
+/// SIGTERM exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_publishes_after_sigkill_and_exits_cleanly_on_sigterm() {
+    let sidecar = FakeSidecar::start().await;
+    sidecar.set_outbound_healthy(false);
+    let test_db = TestDb::new(Backend::Sqlite).await;
+    let (mut first, address) = spawn_binary(&test_db.url, sidecar.port());
+    let http = reqwest::Client::new();
+    let created = http.post(format!("{address}/todos")).json(&json!({"userId": "u", "title": "durable"})).send().await.unwrap();
+    assert_eq!(created.status(), 201);
+    first.kill().expect("SIGKILL the first process");
+    first.wait().unwrap();
+    assert!(sidecar.recorded().is_empty());
+
+    sidecar.set_outbound_healthy(true);
+    let (second, _) = spawn_binary(&test_db.url, sidecar.port());
+    let accepted = sidecar.wait_for_accepted(1).await;
+    assert_eq!(accepted[0].json()["data"]["title"], "durable");
+
+    let pid = second.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let second = std::sync::Mutex::new(second);
+    let exit = eventually("the process to exit after SIGTERM", DEADLINE, || {
+        let exited = second.lock().unwrap().try_wait().unwrap();
+        async move { exited }
+    })
+    .await;
+    assert!(exit.success(), "SIGTERM must exit 0, got {exit:?}");
+}
+
+/// Starts the todo binary on a free port and returns it with its base URL, read from its
+/// JSON start-up log line.
+fn spawn_binary(database_url: &str, sidecar_port: u16) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_todo"))
+        .env_clear()
+        .env("APP_HOST", "127.0.0.1")
+        .env("APP_PORT", "0")
+        .env("DATABASE_URL", database_url)
+        .env("DAPR_HTTP_PORT", sidecar_port.to_string())
+        .env("RELAY_RETRY_INITIAL_MS", "20")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the todo binary");
+    let stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let Ok(log) = serde_json::from_str::<Value>(&line) else { continue };
+            if log["message"] == "todo service listening" {
+                let _ = sender.send(log["addr"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    let addr = receiver.recv_timeout(DEADLINE).expect("the binary logged its address");
+    (child, format!("http://{addr}"))
+}
+
+/// Two replicas on one PostgreSQL database share the relay work: every event is published
+/// exactly once (no failures, so no retries) and in order per todo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_postgres_publish_each_event_once_in_order() {
+    let sidecar = FakeSidecar::start().await;
+    let test_db = Arc::new(TestDb::new(Backend::Postgres).await);
+    let fast_poll = [("RELAY_POLL_INTERVAL_MS", "20"), ("RELAY_BATCH_SIZE", "5")];
+    let replicas = [
+        TestApp::spawn_with(test_db.clone(), &sidecar, &fast_poll).await,
+        TestApp::spawn_with(test_db.clone(), &sidecar, &fast_poll).await,
+    ];
+    let mut todos = Vec::new();
+    for i in 0..10 {
+        todos.push(replicas[i % 2].create_todo("replica", &format!("todo {i}")).await["id"].as_str().unwrap().to_owned());
+    }
+    let updates = todos.iter().enumerate().flat_map(|(i, id)| {
+        let replicas = &replicas;
+        (0..4).map(move |n| async move {
+            let app = &replicas[(i + n) % 2];
+            let response = app.http.patch(app.url(&format!("/todos/{id}"))).json(&json!({"title": format!("rev {n}")})).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+        })
+    });
+    futures::future::join_all(updates).await;
+    let expected: HashMap<String, i64> = todos.iter().map(|id| (id.clone(), 5)).collect();
+    sidecar.wait_for_accepted(50).await;
+    // Give a double publish the chance to show up before counting.
+    eventually("all rows marked published", DEADLINE, || async {
+        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox_events WHERE published_at IS NULL")
+            .fetch_one(&replicas[0].db.reader)
+            .await
+            .unwrap();
+        (pending == 0).then_some(())
+    })
+    .await;
+    let recorded = sidecar.recorded();
+    assert_eq!(recorded.len(), 50, "each event published exactly once");
+    assert_in_order(&sidecar.accepted_by_todo(), &expected);
+    for replica in replicas {
+        replica.stop().await;
+    }
+}
