@@ -1,0 +1,61 @@
+# dapr-todo: `make run` starts the system, `make test` runs every test.
+# Run `make help` for the rest.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+CARGO ?= cargo
+RUN_DIR ?= .run
+
+# The todo service's defaults for `make run`; every variable is documented in README.md.
+APP_PORT ?= 8080
+DAPR_HTTP_PORT ?= 3500
+
+.PHONY: help build run test test-unit bench-write bench-relay lint fmt clean ensure-rust
+
+help:
+	@echo "make run          build and start the todo service (SQLite under $(RUN_DIR)/)"
+	@echo "make test         every test: unit and integration, on SQLite and PostgreSQL"
+	@echo "make bench-write  POST /todos throughput and latency vs a bare insert (release)"
+	@echo "make bench-relay  outbox claim latency with a million published rows (release)"
+	@echo "make lint         rustfmt check and clippy with warnings as errors"
+
+ensure-rust:
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
+
+build: ensure-rust
+	$(CARGO) build --release --locked --bin todo
+
+run: build
+	@mkdir -p $(RUN_DIR)/data
+	@echo "todo service on http://127.0.0.1:$(APP_PORT); its relay publishes through the Dapr sidecar at 127.0.0.1:$(DAPR_HTTP_PORT)"
+	@echo "(events wait in the outbox until a sidecar answers /v1.0/healthz/outbound; see README 'Running with Dapr')"
+	APP_PORT=$(APP_PORT) DAPR_HTTP_PORT=$(DAPR_HTTP_PORT) DATA_DIR=$(RUN_DIR)/data ./target/release/todo
+
+# PostgreSQL for the tests: the one on 127.0.0.1:5432 if it answers, else a throwaway cluster
+# (see scripts/ensure-postgres.sh). Every test creates and drops its own database there.
+test: ensure-rust
+	@url=$$(scripts/ensure-postgres.sh); echo "PostgreSQL for tests: $$url"; \
+	TEST_POSTGRES_URL=$$url $(CARGO) test --workspace --locked --no-fail-fast
+	$(CARGO) build --workspace --benches --locked
+
+test-unit: ensure-rust
+	$(CARGO) test --workspace --locked --lib --bins
+
+bench-write: ensure-rust
+	@url=$$(scripts/ensure-postgres.sh); \
+	BENCH_POSTGRES_URL=$$url $(CARGO) bench --locked -p todo --bench write_throughput
+
+bench-relay: ensure-rust
+	@url=$$(scripts/ensure-postgres.sh); \
+	BENCH_POSTGRES_URL=$$url $(CARGO) bench --locked -p todo --bench relay_claim
+
+lint: ensure-rust
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+	rm -rf $(RUN_DIR)
