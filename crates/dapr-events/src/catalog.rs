@@ -39,8 +39,7 @@ pub enum TodoEventType {
 }
 
 impl TodoEventType {
-    pub const ALL: [TodoEventType; 5] =
-        [Self::Created, Self::Updated, Self::Completed, Self::Reopened, Self::Deleted];
+    pub const ALL: [TodoEventType; 5] = [Self::Created, Self::Updated, Self::Completed, Self::Reopened, Self::Deleted];
 
     /// The CloudEvent `type`.
     pub const fn as_str(self) -> &'static str {
@@ -79,10 +78,7 @@ impl FromStr for TodoEventType {
     type Err = UnknownEventType;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| UnknownEventType(s.to_owned()))
+        Self::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| UnknownEventType(s.to_owned()))
     }
 }
 

@@ -111,19 +111,14 @@ pub mod timestamp {
     pub mod option {
         use super::*;
 
-        pub fn serialize<S: Serializer>(
-            value: &Option<DateTime<Utc>>,
-            serializer: S,
-        ) -> Result<S::Ok, S::Error> {
+        pub fn serialize<S: Serializer>(value: &Option<DateTime<Utc>>, serializer: S) -> Result<S::Ok, S::Error> {
             match value {
                 Some(value) => super::serialize(value, serializer),
                 None => serializer.serialize_none(),
             }
         }
 
-        pub fn deserialize<'de, D: Deserializer<'de>>(
-            deserializer: D,
-        ) -> Result<Option<DateTime<Utc>>, D::Error> {
+        pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error> {
             let text = <Option<std::borrow::Cow<'de, str>>>::deserialize(deserializer)?;
             text.map(|t| parse(&t).map_err(serde::de::Error::custom)).transpose()
         }

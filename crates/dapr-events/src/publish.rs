@@ -115,8 +115,7 @@ impl DaprPublisher {
         partition_key: Option<&str>,
     ) -> Result<(), PublishError> {
         let body = serde_json::to_vec(event)?;
-        self.publish_bytes(topic, CLOUDEVENTS_JSON, body, partition_key, event.traceparent.as_deref())
-            .await
+        self.publish_bytes(topic, CLOUDEVENTS_JSON, body, partition_key, event.traceparent.as_deref()).await
     }
 
     /// Publishes an already serialised body with the given content type. The relay uses this
@@ -130,11 +129,7 @@ impl DaprPublisher {
         traceparent: Option<&str>,
     ) -> Result<(), PublishError> {
         let url = self.publish_url(topic, partition_key);
-        let mut request = self
-            .http
-            .post(url.clone())
-            .header(header::CONTENT_TYPE, content_type)
-            .body(body);
+        let mut request = self.http.post(url.clone()).header(header::CONTENT_TYPE, content_type).body(body);
         if let Some(token) = &self.config.api_token {
             request = request.header(API_TOKEN_HEADER, token);
         }
@@ -157,10 +152,12 @@ impl DaprPublisher {
     /// a topic containing `/` survives).
     pub fn publish_url(&self, topic: &str, partition_key: Option<&str>) -> Url {
         let mut url = self.config.sidecar_url.clone();
-        url.path_segments_mut()
-            .expect("an http URL has path segments")
-            .pop_if_empty()
-            .extend(["v1.0", "publish", &self.config.pubsub_name, topic]);
+        url.path_segments_mut().expect("an http URL has path segments").pop_if_empty().extend([
+            "v1.0",
+            "publish",
+            &self.config.pubsub_name,
+            topic,
+        ]);
         if let Some(key) = partition_key {
             url.query_pairs_mut().append_pair("metadata.partitionKey", key);
         }

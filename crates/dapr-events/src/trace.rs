@@ -12,11 +12,9 @@ use rand::Rng;
 pub fn parse_traceparent(value: &str) -> Option<&str> {
     let value = value.trim();
     let mut parts = value.split('-');
-    let (version, trace_id, parent_id, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let is_hex = |s: &str, len: usize| {
-        s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
+    let (version, trace_id, parent_id, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let is_hex =
+        |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let all_zero = |s: &str| s.bytes().all(|b| b == b'0');
     let well_formed = parts.next().is_none()
         && version == "00"

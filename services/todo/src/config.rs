@@ -90,8 +90,7 @@ impl Settings {
                 .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("todo.db").display())),
             db_max_connections: parse(&get, "DB_MAX_CONNECTIONS", 10)?,
             dapr: DaprSettings {
-                http_endpoint: get("DAPR_HTTP_ENDPOINT")
-                    .unwrap_or_else(|| format!("http://127.0.0.1:{dapr_port}")),
+                http_endpoint: get("DAPR_HTTP_ENDPOINT").unwrap_or_else(|| format!("http://127.0.0.1:{dapr_port}")),
                 api_token: get("DAPR_API_TOKEN"),
                 pubsub_name: get("PUBSUB_NAME").unwrap_or_else(|| "pubsub".into()),
             },
@@ -121,10 +120,9 @@ where
 {
     match get(var) {
         None => Ok(default),
-        Some(raw) => raw
-            .trim()
-            .parse()
-            .map_err(|e| Error::Config { var, detail: format!("{raw:?} is not valid: {e}") }),
+        Some(raw) => {
+            raw.trim().parse().map_err(|e| Error::Config { var, detail: format!("{raw:?} is not valid: {e}") })
+        }
     }
 }
 

@@ -130,7 +130,11 @@ pub async fn history(pool: &AnyPool, todo_id: Uuid, source: &str) -> Result<Vec<
     rows.iter()
         .map(|row| {
             let stored = StoredEvent::from_row(row)?;
-            Ok(HistoryEntry { sequence: stored.seq, published_at: stored.published_at, event: stored.to_cloud_event(source) })
+            Ok(HistoryEntry {
+                sequence: stored.seq,
+                published_at: stored.published_at,
+                event: stored.to_cloud_event(source),
+            })
         })
         .collect()
 }
@@ -147,9 +151,16 @@ pub async fn history(pool: &AnyPool, todo_id: Uuid, source: &str) -> Result<Vec<
 /// On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets replicas claim concurrently without waiting on
 /// each other; the lease keeps a claimed row away from others after the claim commits. SQLite
 /// has one writer at a time, so the plain statement is already atomic.
-pub async fn claim(db: &Database, owner: &str, now_ms: i64, lease_until_ms: i64, limit: i64) -> Result<Vec<StoredEvent>> {
+pub async fn claim(
+    db: &Database,
+    owner: &str,
+    now_ms: i64,
+    lease_until_ms: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>> {
     let sql = claim_sql(db.backend);
-    let rows = sqlx::query(&sql).bind(now_ms).bind(limit).bind(owner).bind(lease_until_ms).fetch_all(&db.writer).await?;
+    let rows =
+        sqlx::query(&sql).bind(now_ms).bind(limit).bind(owner).bind(lease_until_ms).fetch_all(&db.writer).await?;
     let mut events = rows.iter().map(StoredEvent::from_row).collect::<Result<Vec<_>, _>>()?;
     // RETURNING has no defined order; publish oldest first.
     events.sort_by_key(|e| e.event_id);

@@ -43,7 +43,8 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self> {
         let db = Database::connect(&settings.database_url, settings.db_max_connections).await?;
         let listener = TcpListener::bind(SocketAddr::new(settings.host, settings.port)).await?;
-        let state = AppState { db: db.clone(), relay_wakeup: Arc::new(Notify::new()), app_id: settings.app_id.clone().into() };
+        let state =
+            AppState { db: db.clone(), relay_wakeup: Arc::new(Notify::new()), app_id: settings.app_id.clone().into() };
         let relay = if settings.relay.enabled {
             let publisher = DaprPublisher::new(PublisherConfig {
                 sidecar_url: settings.dapr.http_endpoint.parse().map_err(|e| Error::Config {

@@ -112,9 +112,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 }
 
 fn serde_urlencoded_query<T: DeserializeOwned>(query: &str) -> Result<T, Error> {
-    axum::extract::Query::<T>::try_from_uri(&format!("/?{query}").parse().map_err(|_| {
-        Error::BadRequest { field: None, detail: "malformed query string".into() }
-    })?)
+    axum::extract::Query::<T>::try_from_uri(
+        &format!("/?{query}")
+            .parse()
+            .map_err(|_| Error::BadRequest { field: None, detail: "malformed query string".into() })?,
+    )
     .map(|q| q.0)
     .map_err(|e| Error::BadRequest { field: None, detail: format!("malformed query string: {e}") })
 }

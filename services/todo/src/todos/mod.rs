@@ -55,9 +55,8 @@ async fn create(
             Ok(todo_response(StatusCode::CREATED, &todo, Some(&location)))
         }
         Created::Replayed(stored) => {
-            let todo: Todo = serde_json::from_str(&stored.body).map_err(|e| {
-                Error::Database(sqlx::Error::Decode(format!("stored idempotent response: {e}").into()))
-            })?;
+            let todo: Todo = serde_json::from_str(&stored.body)
+                .map_err(|e| Error::Database(sqlx::Error::Decode(format!("stored idempotent response: {e}").into())))?;
             let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::CREATED);
             let mut response = todo_response(status, &todo, Some(&format!("/todos/{}", todo.id)));
             response.headers_mut().insert(IDEMPOTENT_REPLAYED.clone(), HeaderValue::from_static("true"));
@@ -73,7 +72,10 @@ fn idempotency_key(headers: &HeaderMap, request: &CreateTodo) -> Result<Option<I
         .ok()
         .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or_else(|| {
-            Error::bad_request("Idempotency-Key", format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"))
+            Error::bad_request(
+                "Idempotency-Key",
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+            )
         })?;
     // The request as we understood it, re-serialised: formatting and key order of the
     // client's JSON do not make two requests different.

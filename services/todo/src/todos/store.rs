@@ -107,21 +107,19 @@ pub async fn list(pool: &AnyPool, filter: &ListFilter) -> Result<Vec<Todo>> {
 }
 
 async fn insert(conn: &mut AnyConnection, todo: &Todo) -> Result<()> {
-    sqlx::query(&format!(
-        "INSERT INTO todos ({TODO_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-    ))
-    .bind(todo.id.to_string())
-    .bind(&todo.user_id)
-    .bind(&todo.title)
-    .bind(todo.description.as_deref())
-    .bind(format_optional(todo.due_at))
-    .bind(todo.status.as_str())
-    .bind(todo.version)
-    .bind(timestamp::format(&todo.created_at))
-    .bind(timestamp::format(&todo.updated_at))
-    .bind(format_optional(todo.completed_at))
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(&format!("INSERT INTO todos ({TODO_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
+        .bind(todo.id.to_string())
+        .bind(&todo.user_id)
+        .bind(&todo.title)
+        .bind(todo.description.as_deref())
+        .bind(format_optional(todo.due_at))
+        .bind(todo.status.as_str())
+        .bind(todo.version)
+        .bind(timestamp::format(&todo.created_at))
+        .bind(timestamp::format(&todo.updated_at))
+        .bind(format_optional(todo.completed_at))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -255,7 +253,11 @@ fn replay(stored: StoredResponse, idempotency: &IdempotencyKey) -> Result<Create
 pub enum Decision {
     /// Nothing to change (e.g. completing a completed todo): no write, no event.
     Unchanged,
-    Update { next: Todo, event_type: TodoEventType, changed_fields: Vec<String> },
+    Update {
+        next: Todo,
+        event_type: TodoEventType,
+        changed_fields: Vec<String>,
+    },
     Delete,
 }
 
@@ -278,7 +280,8 @@ pub async fn change(
 ) -> Result<Outcome> {
     for _ in 0..MAX_CONFLICT_RETRIES {
         let mut tx = db.writer.begin().await?;
-        let current = get_for_change(&mut tx, db.backend, id).await?.ok_or_else(|| Error::TodoNotFound(id.to_string()))?;
+        let current =
+            get_for_change(&mut tx, db.backend, id).await?.ok_or_else(|| Error::TodoNotFound(id.to_string()))?;
         if let Some(if_match) = if_match {
             if !if_match.matches(current.version) {
                 return Err(Error::PreconditionFailed { current_version: current.version });

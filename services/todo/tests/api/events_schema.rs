@@ -18,7 +18,10 @@ fn schema_for(event_type: &str) -> Value {
 async fn every_emitted_event_matches_its_schema(backend: Backend) {
     let (app, sidecar) = TestApp::spawn(backend).await;
     let todo = app
-        .post_json("/todos", &json!({"userId": "schema", "title": "t", "description": "d", "dueAt": "2026-12-24T18:00:00Z"}))
+        .post_json(
+            "/todos",
+            &json!({"userId": "schema", "title": "t", "description": "d", "dueAt": "2026-12-24T18:00:00Z"}),
+        )
         .await
         .json::<Value>()
         .await
@@ -37,7 +40,8 @@ async fn every_emitted_event_matches_its_schema(backend: Backend) {
         let event_type = event["type"].as_str().unwrap().to_owned();
         let schema = schema_for(&event_type);
         let validator = jsonschema::validator_for(&schema).expect("a valid schema");
-        let errors: Vec<String> = validator.iter_errors(&event["data"]).map(|e| format!("{e} at {}", e.instance_path)).collect();
+        let errors: Vec<String> =
+            validator.iter_errors(&event["data"]).map(|e| format!("{e} at {}", e.instance_path)).collect();
         assert!(errors.is_empty(), "{event_type} does not match its schema: {errors:?}\n{event}");
         assert_eq!(event["dataschema"], schema["$id"], "dataschema names the schema file");
         assert_eq!(event["specversion"], "1.0");
@@ -52,16 +56,19 @@ async fn every_emitted_event_matches_its_schema(backend: Backend) {
     }
     assert_eq!(
         types,
-        ["todos.task.created", "todos.task.updated", "todos.task.completed", "todos.task.reopened", "todos.task.deleted"]
+        [
+            "todos.task.created",
+            "todos.task.updated",
+            "todos.task.completed",
+            "todos.task.reopened",
+            "todos.task.deleted"
+        ]
     );
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
 fn regex_lite_time() -> impl Fn(&str) -> bool {
     |t: &str| {
-        t.len() == 27
-            && t.ends_with('Z')
-            && t.as_bytes()[19] == b'.'
-            && chrono::DateTime::parse_from_rfc3339(t).is_ok()
+        t.len() == 27 && t.ends_with('Z') && t.as_bytes()[19] == b'.' && chrono::DateTime::parse_from_rfc3339(t).is_ok()
     }
 }

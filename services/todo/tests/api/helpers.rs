@@ -294,7 +294,10 @@ async fn outbound_health(State(state): State<SidecarState>) -> Response {
     if state.outbound_healthy.load(Ordering::SeqCst) {
         StatusCode::NO_CONTENT.into_response()
     } else {
-        (StatusCode::INTERNAL_SERVER_ERROR, r#"{"errorCode":"ERR_OUTBOUND_HEALTH_NOT_READY","message":"dapr outbound is not ready"}"#)
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            r#"{"errorCode":"ERR_OUTBOUND_HEALTH_NOT_READY","message":"dapr outbound is not ready"}"#,
+        )
             .into_response()
     }
 }

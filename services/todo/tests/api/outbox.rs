@@ -125,10 +125,15 @@ async fn a_failed_event_write_rolls_back_the_whole_change(backend: Backend) {
     let id = todo["id"].as_str().unwrap();
     fail_event_inserts(&app, "todos.task.updated").await;
 
-    let response = app.http.patch(app.url(&format!("/todos/{id}"))).json(&json!({"title": "after"})).send().await.unwrap();
+    let response =
+        app.http.patch(app.url(&format!("/todos/{id}"))).json(&json!({"title": "after"})).send().await.unwrap();
     assert_eq!(response.status(), 500, "the injected database failure surfaces as a server error");
     let current: Value = app.get(&format!("/todos/{id}")).await.json().await.unwrap();
-    assert_eq!((current["title"].as_str(), current["version"].as_i64()), (Some("before"), Some(1)), "change rolled back");
+    assert_eq!(
+        (current["title"].as_str(), current["version"].as_i64()),
+        (Some("before"), Some(1)),
+        "change rolled back"
+    );
     assert_eq!(event_rows(&app, id).await.len(), 1, "no event row for the rolled-back change");
 
     // Other changes still work, and keep a gap-free sequence.

@@ -48,7 +48,8 @@ async fn pending_attempts(app: &TestApp, todo_id: &str) -> Option<(i64, Option<S
 async fn publishes_each_event_with_daprs_request_shape(backend: Backend) {
     let sidecar = FakeSidecar::start().await;
     let test_db = Arc::new(TestDb::new(backend).await);
-    let app = TestApp::spawn_with(test_db, &sidecar, &[("DAPR_API_TOKEN", "s3cret"), ("PUBSUB_NAME", "todo-pubsub")]).await;
+    let app =
+        TestApp::spawn_with(test_db, &sidecar, &[("DAPR_API_TOKEN", "s3cret"), ("PUBSUB_NAME", "todo-pubsub")]).await;
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let todo: Value = app
         .http
@@ -116,7 +117,13 @@ async fn keeps_per_todo_order_under_concurrent_writers(backend: Backend) {
     let updates = todos.iter().flat_map(|id| {
         let app = &app;
         (0..12).map(move |n| async move {
-            let response = app.http.patch(app.url(&format!("/todos/{id}"))).json(&json!({"title": format!("rev {n}")})).send().await.unwrap();
+            let response = app
+                .http
+                .patch(app.url(&format!("/todos/{id}")))
+                .json(&json!({"title": format!("rev {n}")}))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(response.status(), 200, "{:?}", response.text().await);
         })
     });
@@ -236,8 +243,10 @@ async fn publishes_nothing_before_outbound_health(backend: Backend) {
     sidecar.set_outbound_healthy(false);
     let app = TestApp::spawn_with(Arc::new(TestDb::new(backend).await), &sidecar, &[]).await;
     app.create_todo("u", "early").await;
-    eventually("the relay to poll outbound health", DEADLINE, || async { (sidecar.health_checks() >= 3).then_some(()) })
-        .await;
+    eventually("the relay to poll outbound health", DEADLINE, || async {
+        (sidecar.health_checks() >= 3).then_some(())
+    })
+    .await;
     assert!(sidecar.recorded().is_empty(), "published before the sidecar was ready");
     sidecar.set_outbound_healthy(true);
     sidecar.wait_for_accepted(1).await;
@@ -251,8 +260,10 @@ async fn an_event_claimed_by_a_crashed_instance_is_published_after_restart(backe
     let short_lease = [("RELAY_LEASE_MS", "2500")];
     let first = TestApp::spawn_with(test_db.clone(), &sidecar, &short_lease).await;
     let todo = first.create_todo("u", "survives").await["id"].as_str().unwrap().to_owned();
-    eventually("the first instance to be mid-publish", DEADLINE, || async { (!sidecar.recorded().is_empty()).then_some(()) })
-        .await;
+    eventually("the first instance to be mid-publish", DEADLINE, || async {
+        (!sidecar.recorded().is_empty()).then_some(())
+    })
+    .await;
     first.crash().await;
 
     sidecar.respond_with(|_, _| Some(StatusCode::NO_CONTENT));
@@ -275,7 +286,8 @@ async fn the_binary_publishes_after_sigkill_and_exits_cleanly_on_sigterm() {
     let test_db = TestDb::new(Backend::Sqlite).await;
     let (mut first, address) = spawn_binary(&test_db.url, sidecar.port());
     let http = reqwest::Client::new();
-    let created = http.post(format!("{address}/todos")).json(&json!({"userId": "u", "title": "durable"})).send().await.unwrap();
+    let created =
+        http.post(format!("{address}/todos")).json(&json!({"userId": "u", "title": "durable"})).send().await.unwrap();
     assert_eq!(created.status(), 201);
     first.kill().expect("SIGKILL the first process");
     first.wait().unwrap();
@@ -341,13 +353,21 @@ async fn replicas_on_postgres_publish_each_event_once_in_order() {
     ];
     let mut todos = Vec::new();
     for i in 0..10 {
-        todos.push(replicas[i % 2].create_todo("replica", &format!("todo {i}")).await["id"].as_str().unwrap().to_owned());
+        todos.push(
+            replicas[i % 2].create_todo("replica", &format!("todo {i}")).await["id"].as_str().unwrap().to_owned(),
+        );
     }
     let updates = todos.iter().enumerate().flat_map(|(i, id)| {
         let replicas = &replicas;
         (0..4).map(move |n| async move {
             let app = &replicas[(i + n) % 2];
-            let response = app.http.patch(app.url(&format!("/todos/{id}"))).json(&json!({"title": format!("rev {n}")})).send().await.unwrap();
+            let response = app
+                .http
+                .patch(app.url(&format!("/todos/{id}")))
+                .json(&json!({"title": format!("rev {n}")}))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(response.status(), 200);
         })
     });

@@ -155,7 +155,8 @@ async fn patch_honours_if_match_and_reports_stale_versions(backend: Backend) {
     let current: Value = app.get(&path).await.json().await.unwrap();
     assert_eq!((current["title"].as_str(), current["version"].as_i64()), (Some("fifth"), Some(5)));
     // If-Match guards the other changes too.
-    let complete = app.http.post(app.url(&format!("{path}/complete"))).header("if-match", "\"4\"").send().await.unwrap();
+    let complete =
+        app.http.post(app.url(&format!("{path}/complete"))).header("if-match", "\"4\"").send().await.unwrap();
     assert_problem(complete, 412, None).await;
     let delete = app.http.delete(app.url(&path)).header("if-match", "\"4\"").send().await.unwrap();
     assert_problem(delete, 412, None).await;
@@ -194,7 +195,8 @@ async fn patch_clears_nullable_fields_and_a_no_op_changes_nothing(backend: Backe
     let unknown = app.http.patch(app.url(&path)).json(&json!({"status": "completed"})).send().await.unwrap();
     assert_problem(unknown, 422, Some("status")).await;
     let history: Value = app.get(&format!("{path}/events")).await.json().await.unwrap();
-    let types: Vec<&str> = history["events"].as_array().unwrap().iter().map(|e| e["event"]["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> =
+        history["events"].as_array().unwrap().iter().map(|e| e["event"]["type"].as_str().unwrap()).collect();
     assert_eq!(types, ["todos.task.created", "todos.task.updated"]);
     assert_eq!(history["events"][1]["event"]["data"]["changedFields"], json!(["description", "dueAt"]));
 }
@@ -219,7 +221,8 @@ async fn complete_and_reopen_are_idempotent(backend: Backend) {
     assert_eq!(post("reopen").await.unwrap().headers()["etag"], "\"3\"");
 
     let history: Value = app.get(&format!("{path}/events")).await.json().await.unwrap();
-    let types: Vec<&str> = history["events"].as_array().unwrap().iter().map(|e| e["event"]["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> =
+        history["events"].as_array().unwrap().iter().map(|e| e["event"]["type"].as_str().unwrap()).collect();
     assert_eq!(types, ["todos.task.created", "todos.task.completed", "todos.task.reopened"], "no event for no-ops");
 }
 
@@ -280,7 +283,8 @@ async fn list_pages_newest_first_with_a_stable_cursor(backend: Backend) {
     let completed_id = &created[3];
     app.http.post(app.url(&format!("/todos/{completed_id}/complete"))).send().await.unwrap();
     let completed: Value = app.get("/todos?userId=pager&status=completed").await.json().await.unwrap();
-    let completed_ids: Vec<&str> = completed["items"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+    let completed_ids: Vec<&str> =
+        completed["items"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
     assert_eq!(completed_ids, [completed_id.as_str()]);
     let open: Value = app.get("/todos?userId=pager&status=open&limit=100").await.json().await.unwrap();
     assert_eq!(open["items"].as_array().unwrap().len(), 23);
@@ -346,7 +350,11 @@ async fn idempotency_key_replays_the_first_response(backend: Backend) {
 async fn concurrent_requests_with_one_idempotency_key_create_one_todo(backend: Backend) {
     let (app, _sidecar) = TestApp::spawn(backend).await;
     let requests = (0..12).map(|_| {
-        app.http.post(app.url("/todos")).header("idempotency-key", "race").json(&json!({"userId": "u", "title": "race"})).send()
+        app.http
+            .post(app.url("/todos"))
+            .header("idempotency-key", "race")
+            .json(&json!({"userId": "u", "title": "race"}))
+            .send()
     });
     let responses = futures::future::join_all(requests).await;
     let mut ids = std::collections::HashSet::new();
@@ -384,11 +392,16 @@ async fn no_input_yields_a_server_error(backend: Backend) {
             let request = if path == "/todos" { app.http.post(app.url(&path)) } else { app.http.patch(app.url(&path)) };
             let response = request.header("content-type", "application/json").body(body.clone()).send().await.unwrap();
             let status = response.status();
-            assert!(status.is_client_error() || status.is_success(), "{path} {:?} gave {status}", String::from_utf8_lossy(body));
+            assert!(
+                status.is_client_error() || status.is_success(),
+                "{path} {:?} gave {status}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
     for header in ["\"\"", "W/", ",,,", "\"99999999999999999999999\""] {
-        let response = app.http.post(app.url(&format!("/todos/{id}/complete"))).header("if-match", header).send().await.unwrap();
+        let response =
+            app.http.post(app.url(&format!("/todos/{id}/complete"))).header("if-match", header).send().await.unwrap();
         assert!(response.status().is_client_error(), "If-Match {header:?} gave {}", response.status());
     }
     assert_eq!(app.get("/readyz").await.status(), 200, "the service is still healthy");
