@@ -4,12 +4,13 @@ pub mod model;
 pub mod store;
 
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
 use dapr_events::{TodoEventType, TodoStatus};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -156,92 +157,93 @@ async fn fetch(State(state): State<AppState>, Path(id): Path<String>) -> Result<
     Ok(todo_response(StatusCode::OK, &todo, None))
 }
 
+/// What every change to one todo starts from: which todo, the caller's precondition
+/// (`If-Match`), and the request context its event will carry.
+struct ChangeTarget {
+    id: Uuid,
+    if_match: Option<IfMatch>,
+    context: RequestContext,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ChangeTarget {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| Error::bad_request("id", "must be a UUID"))?;
+        let context = RequestContext::from_request_parts(parts, state).await.unwrap_or_else(|never| match never {});
+        Ok(Self { id: parse_id(&id)?, if_match: if_match(&parts.headers)?, context })
+    }
+}
+
+impl ChangeTarget {
+    /// Runs the change in one transaction with its event (see [`store::change`]) and answers
+    /// with the outcome, waking the relay when an event was written.
+    async fn apply(self, state: &AppState, decide: impl Fn(&Todo, DateTime<Utc>) -> Decision) -> Result<Response> {
+        let outcome = store::change(&state.db, self.id, self.if_match.as_ref(), &self.context, decide).await?;
+        if !matches!(outcome, Outcome::Unchanged(_)) {
+            state.relay_wakeup.notify_one();
+        }
+        Ok(match outcome {
+            Outcome::Unchanged(todo) | Outcome::Changed(todo) => todo_response(StatusCode::OK, &todo, None),
+            Outcome::Deleted => StatusCode::NO_CONTENT.into_response(),
+        })
+    }
+}
+
 /// `PATCH /todos/{id}` with optional `If-Match`. A patch that changes nothing answers 200 with
 /// the todo as it is, and emits no event.
 async fn update(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    context: RequestContext,
-    headers: HeaderMap,
+    target: ChangeTarget,
     ApiJson(request): ApiJson<UpdateTodo>,
 ) -> Result<Response> {
-    let id = parse_id(&id)?;
-    let if_match = if_match(&headers)?;
     let patch = request.validate().map_err(Error::Validation)?;
-    let outcome = store::change(&state.db, id, if_match.as_ref(), &context, |todo, _now| {
-        let (next, changed_fields) = patch.apply(todo);
-        if changed_fields.is_empty() {
-            Decision::Unchanged
-        } else {
-            Decision::Update { next, event_type: TodoEventType::Updated, changed_fields }
-        }
-    })
-    .await?;
-    Ok(outcome_response(&state, outcome))
+    target
+        .apply(&state, |todo, _now| {
+            let (next, changed_fields) = patch.apply(todo);
+            if changed_fields.is_empty() {
+                Decision::Unchanged
+            } else {
+                Decision::Update { next, event_type: TodoEventType::Updated, changed_fields }
+            }
+        })
+        .await
 }
 
 /// `POST /todos/{id}/complete`: idempotent; completing a completed todo changes nothing.
-async fn complete(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    context: RequestContext,
-    headers: HeaderMap,
-) -> Result<Response> {
-    set_status(state, id, context, headers, TodoStatus::Completed).await
+async fn complete(State(state): State<AppState>, target: ChangeTarget) -> Result<Response> {
+    target.apply(&state, |todo, now| set_status(todo, now, TodoStatus::Completed)).await
 }
 
 /// `POST /todos/{id}/reopen`: the inverse of complete, equally idempotent.
-async fn reopen(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    context: RequestContext,
-    headers: HeaderMap,
-) -> Result<Response> {
-    set_status(state, id, context, headers, TodoStatus::Open).await
+async fn reopen(State(state): State<AppState>, target: ChangeTarget) -> Result<Response> {
+    target.apply(&state, |todo, now| set_status(todo, now, TodoStatus::Open)).await
 }
 
-async fn set_status(
-    state: AppState,
-    id: String,
-    context: RequestContext,
-    headers: HeaderMap,
-    status: TodoStatus,
-) -> Result<Response> {
-    let id = parse_id(&id)?;
-    let if_match = if_match(&headers)?;
-    let outcome = store::change(&state.db, id, if_match.as_ref(), &context, |todo, now| {
-        if todo.status == status {
-            return Decision::Unchanged;
+fn set_status(todo: &Todo, now: DateTime<Utc>, status: TodoStatus) -> Decision {
+    if todo.status == status {
+        return Decision::Unchanged;
+    }
+    let mut next = todo.clone();
+    next.status = status;
+    let event_type = match status {
+        TodoStatus::Completed => {
+            next.completed_at = Some(now);
+            TodoEventType::Completed
         }
-        let mut next = todo.clone();
-        next.status = status;
-        let event_type = match status {
-            TodoStatus::Completed => {
-                next.completed_at = Some(now);
-                TodoEventType::Completed
-            }
-            TodoStatus::Open => {
-                next.completed_at = None;
-                TodoEventType::Reopened
-            }
-        };
-        Decision::Update { next, event_type, changed_fields: Vec::new() }
-    })
-    .await?;
-    Ok(outcome_response(&state, outcome))
+        TodoStatus::Open => {
+            next.completed_at = None;
+            TodoEventType::Reopened
+        }
+    };
+    Decision::Update { next, event_type, changed_fields: Vec::new() }
 }
 
 /// `DELETE /todos/{id}` → 204; the todo is gone from reads and lists, its history stays.
-async fn remove(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    context: RequestContext,
-    headers: HeaderMap,
-) -> Result<Response> {
-    let id = parse_id(&id)?;
-    let if_match = if_match(&headers)?;
-    let outcome = store::change(&state.db, id, if_match.as_ref(), &context, |_, _| Decision::Delete).await?;
-    Ok(outcome_response(&state, outcome))
+async fn remove(State(state): State<AppState>, target: ChangeTarget) -> Result<Response> {
+    target.apply(&state, |_, _| Decision::Delete).await
 }
 
 #[derive(Debug, Serialize)]
@@ -260,20 +262,6 @@ async fn events(State(state): State<AppState>, Path(id): Path<String>) -> Result
         return Err(Error::TodoNotFound(id.to_string()));
     }
     Ok(axum::Json(EventHistory { todo_id: id, events }).into_response())
-}
-
-fn outcome_response(state: &AppState, outcome: Outcome) -> Response {
-    match outcome {
-        Outcome::Unchanged(todo) => todo_response(StatusCode::OK, &todo, None),
-        Outcome::Changed(todo) => {
-            state.relay_wakeup.notify_one();
-            todo_response(StatusCode::OK, &todo, None)
-        }
-        Outcome::Deleted => {
-            state.relay_wakeup.notify_one();
-            StatusCode::NO_CONTENT.into_response()
-        }
-    }
 }
 
 fn todo_response(status: StatusCode, todo: &Todo, location: Option<&str>) -> Response {

@@ -27,9 +27,9 @@ async fn every_emitted_event_matches_its_schema(backend: Backend) {
         .await
         .unwrap();
     let path = format!("/todos/{}", todo["id"].as_str().unwrap());
-    app.http.patch(app.url(&path)).json(&json!({"title": "t2", "dueAt": null})).send().await.unwrap();
-    app.http.post(app.url(&format!("{path}/complete"))).send().await.unwrap();
-    app.http.post(app.url(&format!("{path}/reopen"))).send().await.unwrap();
+    app.patch_json(&path, &json!({"title": "t2", "dueAt": null})).await;
+    app.post_empty(&format!("{path}/complete")).await;
+    app.post_empty(&format!("{path}/reopen")).await;
     app.http.delete(app.url(&path)).send().await.unwrap();
     let published = sidecar.wait_for_accepted(5).await;
 

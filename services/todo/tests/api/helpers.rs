@@ -404,6 +404,15 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    pub async fn patch_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http.patch(self.url(path)).json(body).send().await.expect("request")
+    }
+
+    /// `POST` without a body (complete, reopen).
+    pub async fn post_empty(&self, path: &str) -> reqwest::Response {
+        self.http.post(self.url(path)).send().await.expect("request")
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(self.url(path)).send().await.expect("request")
     }
@@ -428,6 +437,17 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// Sends a request and returns its JSON body.
+pub trait SendJson {
+    fn send_json(self) -> impl Future<Output = Value>;
+}
+
+impl SendJson for reqwest::RequestBuilder {
+    async fn send_json(self) -> Value {
+        self.send().await.expect("request").json().await.expect("a JSON body")
     }
 }
 

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use todo::db::Backend as DbBackend;
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{Backend, SendJson, TestApp};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -30,12 +30,8 @@ async fn every_change_writes_one_event_row_with_its_context(backend: Backend) {
         .header("x-correlation-id", "corr-1")
         .header("traceparent", traceparent)
         .json(&json!({"userId": "u", "title": "t"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .send_json()
+        .await;
     let id = created["id"].as_str().unwrap();
     let path = format!("/todos/{id}");
     let patched = app
@@ -48,9 +44,9 @@ async fn every_change_writes_one_event_row_with_its_context(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(patched.headers()["x-correlation-id"], "req-2");
-    app.http.post(app.url(&format!("{path}/complete"))).send().await.unwrap();
-    app.http.post(app.url(&format!("{path}/complete"))).send().await.unwrap(); // no-op
-    app.http.post(app.url(&format!("{path}/reopen"))).send().await.unwrap();
+    app.post_empty(&format!("{path}/complete")).await;
+    app.post_empty(&format!("{path}/complete")).await; // no-op
+    app.post_empty(&format!("{path}/reopen")).await;
     app.http.delete(app.url(&path)).send().await.unwrap();
 
     let rows = event_rows(&app, id).await;
@@ -125,8 +121,7 @@ async fn a_failed_event_write_rolls_back_the_whole_change(backend: Backend) {
     let id = todo["id"].as_str().unwrap();
     fail_event_inserts(&app, "todos.task.updated").await;
 
-    let response =
-        app.http.patch(app.url(&format!("/todos/{id}"))).json(&json!({"title": "after"})).send().await.unwrap();
+    let response = app.patch_json(&format!("/todos/{id}"), &json!({"title": "after"})).await;
     assert_eq!(response.status(), 500, "the injected database failure surfaces as a server error");
     let current: Value = app.get(&format!("/todos/{id}")).await.json().await.unwrap();
     assert_eq!(
@@ -137,7 +132,7 @@ async fn a_failed_event_write_rolls_back_the_whole_change(backend: Backend) {
     assert_eq!(event_rows(&app, id).await.len(), 1, "no event row for the rolled-back change");
 
     // Other changes still work, and keep a gap-free sequence.
-    let completed = app.http.post(app.url(&format!("/todos/{id}/complete"))).send().await.unwrap();
+    let completed = app.post_empty(&format!("/todos/{id}/complete")).await;
     assert_eq!(completed.status(), 200);
     let seqs: Vec<i64> = event_rows(&app, id).await.iter().map(|r| r.get("seq")).collect();
     assert_eq!(seqs, [1, 2]);

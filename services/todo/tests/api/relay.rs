@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use crate::helpers::{Backend, DEADLINE, FakeSidecar, Recorded, TestApp, TestDb, eventually};
+use crate::helpers::{Backend, DEADLINE, FakeSidecar, Recorded, SendJson, TestApp, TestDb, eventually};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -58,12 +58,8 @@ async fn publishes_each_event_with_daprs_request_shape(backend: Backend) {
         .header("traceparent", traceparent)
         .header("tracestate", "vendor=1")
         .json(&json!({"userId": "ada", "title": "shape"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .send_json()
+        .await;
     let id = todo["id"].as_str().unwrap();
     let published = sidecar.wait_for_accepted(1).await;
     let request = &published[0];
@@ -169,7 +165,7 @@ async fn retries_failed_publishes_without_loss_while_other_todos_flow(backend: B
     *blocked_todo.lock().unwrap() = Some(first.clone());
     // Queue two more events behind the failing one before anything else happens.
     for title in ["b1", "b2"] {
-        app.http.patch(app.url(&format!("/todos/{first}"))).json(&json!({"title": title})).send().await.unwrap();
+        app.patch_json(&format!("/todos/{first}"), &json!({"title": title})).await;
     }
     let (attempts, last_error) = eventually("a recorded failure", DEADLINE, || async {
         pending_attempts(&app, &first).await.filter(|(attempts, _)| *attempts >= 1)
@@ -184,7 +180,7 @@ async fn retries_failed_publishes_without_loss_while_other_todos_flow(backend: B
 
     let second = app.create_todo("u", "flows").await["id"].as_str().unwrap().to_owned();
     for title in ["s1", "s2"] {
-        app.http.patch(app.url(&format!("/todos/{second}"))).json(&json!({"title": title})).send().await.unwrap();
+        app.patch_json(&format!("/todos/{second}"), &json!({"title": title})).await;
     }
     sidecar.wait_for_accepted(6).await;
     assert!(failures.load(Ordering::SeqCst) >= 1);
@@ -202,7 +198,7 @@ async fn retries_while_the_sidecar_refuses_connections(backend: Backend) {
     sidecar.stop().await;
 
     let todo = app.create_todo("u", "while down").await["id"].as_str().unwrap().to_owned();
-    app.http.post(app.url(&format!("/todos/{todo}/complete"))).send().await.unwrap();
+    app.post_empty(&format!("/todos/{todo}/complete")).await;
     let (_, last_error) = eventually("repeated refused publishes", DEADLINE, || async {
         pending_attempts(&app, &todo).await.filter(|(attempts, _)| *attempts >= 3)
     })
@@ -220,7 +216,7 @@ async fn retries_after_a_publish_timeout(backend: Backend) {
     // a second copy is the at-least-once contract, not a bug.
     sidecar.respond_with(|_, call| (call > 0).then_some(StatusCode::NO_CONTENT));
     let todo = app.create_todo("u", "slow").await["id"].as_str().unwrap().to_owned();
-    app.http.patch(app.url(&format!("/todos/{todo}"))).json(&json!({"title": "after"})).send().await.unwrap();
+    app.patch_json(&format!("/todos/{todo}"), &json!({"title": "after"})).await;
     sidecar.wait_for_accepted(2).await;
     let recorded = sidecar.recorded();
     assert_eq!(recorded[0].answered, StatusCode::GATEWAY_TIMEOUT, "the first attempt hung");

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, assert_problem};
+use crate::helpers::{Backend, SendJson, TestApp, assert_problem};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -113,9 +113,9 @@ async fn ids_that_are_not_uuids_are_400_and_unknown_ids_404(backend: Backend) {
     for (id, status) in [("not-a-uuid", 400), ("1%27%20OR%201=1", 400), (&unknown.to_string()[..], 404)] {
         assert_problem(app.get(&format!("/todos/{id}")).await, status, (status == 400).then_some("id")).await;
         assert_problem(app.get(&format!("/todos/{id}/events")).await, status, None).await;
-        let complete = app.http.post(app.url(&format!("/todos/{id}/complete"))).send().await.unwrap();
+        let complete = app.post_empty(&format!("/todos/{id}/complete")).await;
         assert_problem(complete, status, None).await;
-        let patch = app.http.patch(app.url(&format!("/todos/{id}"))).json(&json!({"title": "x"})).send().await.unwrap();
+        let patch = app.patch_json(&format!("/todos/{id}"), &json!({"title": "x"})).await;
         assert_problem(patch, status, None).await;
         let delete = app.http.delete(app.url(&format!("/todos/{id}"))).send().await.unwrap();
         assert_problem(delete, status, None).await;
@@ -172,16 +172,8 @@ async fn patch_clears_nullable_fields_and_a_no_op_changes_nothing(backend: Backe
         .await
         .unwrap();
     let path = format!("/todos/{}", created["id"].as_str().unwrap());
-    let cleared: Value = app
-        .http
-        .patch(app.url(&path))
-        .json(&json!({"description": null, "dueAt": null}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cleared: Value =
+        app.http.patch(app.url(&path)).json(&json!({"description": null, "dueAt": null})).send_json().await;
     assert_eq!((cleared["description"].clone(), cleared["dueAt"].clone()), (Value::Null, Value::Null));
     assert_eq!(cleared["version"], 2);
 
@@ -190,9 +182,9 @@ async fn patch_clears_nullable_fields_and_a_no_op_changes_nothing(backend: Backe
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["etag"], "\"2\"", "{no_op} must not bump the version");
     }
-    let null_title = app.http.patch(app.url(&path)).json(&json!({"title": null})).send().await.unwrap();
+    let null_title = app.patch_json(&path, &json!({"title": null})).await;
     assert_problem(null_title, 422, Some("title")).await;
-    let unknown = app.http.patch(app.url(&path)).json(&json!({"status": "completed"})).send().await.unwrap();
+    let unknown = app.patch_json(&path, &json!({"status": "completed"})).await;
     assert_problem(unknown, 422, Some("status")).await;
     let history: Value = app.get(&format!("{path}/events")).await.json().await.unwrap();
     let types: Vec<&str> =
@@ -205,20 +197,24 @@ async fn complete_and_reopen_are_idempotent(backend: Backend) {
     let (app, _sidecar) = TestApp::spawn(backend).await;
     let todo = app.create_todo("u", "t").await;
     let path = format!("/todos/{}", todo["id"].as_str().unwrap());
-    let post = |action: &str| app.http.post(app.url(&format!("{path}/{action}"))).send();
+    let app = &app;
+    let post = |action: &str| {
+        let path = format!("{path}/{action}");
+        async move { app.post_empty(&path).await }
+    };
 
-    let completed: Value = post("complete").await.unwrap().json().await.unwrap();
+    let completed: Value = post("complete").await.json().await.unwrap();
     assert_eq!((completed["status"].as_str(), completed["version"].as_i64()), (Some("completed"), Some(2)));
     assert!(completed["completedAt"].is_string());
-    let again = post("complete").await.unwrap();
+    let again = post("complete").await;
     assert_eq!(again.status(), 200);
     let again: Value = again.json().await.unwrap();
     assert_eq!(again, completed, "completing a completed todo changes nothing");
 
-    let reopened: Value = post("reopen").await.unwrap().json().await.unwrap();
+    let reopened: Value = post("reopen").await.json().await.unwrap();
     assert_eq!((reopened["status"].as_str(), reopened["version"].as_i64()), (Some("open"), Some(3)));
     assert_eq!(reopened["completedAt"], Value::Null);
-    assert_eq!(post("reopen").await.unwrap().headers()["etag"], "\"3\"");
+    assert_eq!(post("reopen").await.headers()["etag"], "\"3\"");
 
     let history: Value = app.get(&format!("{path}/events")).await.json().await.unwrap();
     let types: Vec<&str> =
@@ -281,7 +277,7 @@ async fn list_pages_newest_first_with_a_stable_cursor(backend: Backend) {
     assert_eq!(pages, 3);
 
     let completed_id = &created[3];
-    app.http.post(app.url(&format!("/todos/{completed_id}/complete"))).send().await.unwrap();
+    app.post_empty(&format!("/todos/{completed_id}/complete")).await;
     let completed: Value = app.get("/todos?userId=pager&status=completed").await.json().await.unwrap();
     let completed_ids: Vec<&str> =
         completed["items"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
@@ -332,7 +328,7 @@ async fn idempotency_key_replays_the_first_response(backend: Backend) {
 
     // The replay is the original response even after the todo changed.
     let path = format!("/todos/{}", first_body["id"].as_str().unwrap());
-    app.http.post(app.url(&format!("{path}/complete"))).send().await.unwrap();
+    app.post_empty(&format!("{path}/complete")).await;
     let later: Value = send("key-1", r#"{"userId":"u","title":"once"}"#).await.unwrap().json().await.unwrap();
     assert_eq!(later, first_body);
 
