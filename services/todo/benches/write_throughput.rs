@@ -1,1 +1,653 @@
-fn main(){}
+//! Write throughput of `POST /todos`, end to end, and how fast the relay drains the outbox.
+//!
+//! Run with `cargo bench -p todo --bench write_throughput`. For SQLite (a temp file) and
+//! PostgreSQL (a fresh database on `BENCH_POSTGRES_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`, dropped at the end) it:
+//!
+//! 1. starts a stand-in Dapr sidecar that answers publishes with 204 and counts them;
+//! 2. starts the todo service in-process against it and sends `BENCH_REQUESTS` (default 5000)
+//!    creates from `BENCH_CONCURRENCY` (default 32) workers, after a warm-up;
+//! 3. waits until the relay has published every event (the drain);
+//! 4. runs the same load against a bare axum handler doing one `INSERT` on the same kind of
+//!    database (the baseline: what the web stack and the database cost without the service).
+//!
+//! `RELAY_*` and `DB_MAX_CONNECTIONS` pass through to the service, so their effect can be
+//! measured (`RELAY_ENABLED=false` shows what the relay costs the API).
+//!
+//! Load generator, service and stub share the process and the machine, so absolute figures are
+//! a lower bound; the todo/baseline ratio is the figure to compare across changes.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use reqwest::Url;
+use sqlx::Connection;
+use todo::db::{Backend, Database};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const WARMUP_REQUESTS: usize = 200;
+const DRAIN_DEADLINE: Duration = Duration::from_secs(120);
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    println!(
+        "write_throughput: {} requests, {} concurrent workers, {} warm-up requests",
+        config.requests, config.concurrency, WARMUP_REQUESTS
+    );
+    // One client for every request: keep-alive connections, as a real caller would have.
+    let client = reqwest::Client::builder().no_proxy().build().context("building the HTTP client")?;
+    let mut report = Report::default();
+
+    let mut sqlite = Scratch::sqlite()?;
+    let result = bench_backend(&mut sqlite, &config, &client, &mut report).await;
+    sqlite.cleanup().await;
+    result.context("SQLite benchmark")?;
+
+    match Scratch::postgres(&config.postgres_url).await {
+        Ok(mut postgres) => {
+            let result = bench_backend(&mut postgres, &config, &client, &mut report).await;
+            postgres.cleanup().await;
+            result.context("PostgreSQL benchmark")?;
+        }
+        Err(error) => {
+            let line = format!("PostgreSQL skipped: {} is unreachable ({error:#})", redact(&config.postgres_url));
+            println!("\n{line}");
+            report.notes.push(line);
+        }
+    }
+
+    report.print();
+    Ok(())
+}
+
+struct Config {
+    requests: usize,
+    concurrency: usize,
+    postgres_url: String,
+}
+
+impl Config {
+    fn from_env() -> anyhow::Result<Self> {
+        let number = |name: &str, default: usize| -> anyhow::Result<usize> {
+            match std::env::var(name) {
+                Ok(raw) => raw.trim().parse().with_context(|| format!("{name}={raw:?} is not a number")),
+                Err(_) => Ok(default),
+            }
+        };
+        let config = Self {
+            requests: number("BENCH_REQUESTS", 5000)?,
+            concurrency: number("BENCH_CONCURRENCY", 32)?,
+            postgres_url: std::env::var("BENCH_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into()),
+        };
+        if config.requests == 0 || config.concurrency == 0 {
+            bail!("BENCH_REQUESTS and BENCH_CONCURRENCY must be at least 1");
+        }
+        Ok(config)
+    }
+}
+
+/// Runs the todo service and the baseline on fresh databases of one backend.
+async fn bench_backend(
+    scratch: &mut Scratch,
+    config: &Config,
+    client: &reqwest::Client,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let backend = scratch.name();
+    println!("\n== {backend} ==");
+
+    let todo_url = scratch.fresh_database("todo").await?;
+    let (todo, drain) = bench_todo_service(&todo_url, config, client).await?;
+    let drain = drain.map_or_else(|| "relay disabled (RELAY_ENABLED=false)".to_owned(), |d| d.to_string());
+    println!("{backend} todo:     {todo}");
+    println!("{backend} drain:    {drain}");
+
+    let baseline_url = scratch.fresh_database("baseline").await?;
+    let baseline = bench_baseline(&baseline_url, config, client).await?;
+    println!("{backend} baseline: {baseline}");
+
+    report.notes.push(format!("{backend} drain: {drain}"));
+    report.notes.push(format!("{backend} todo/baseline: {}", Ratio(&todo, &baseline)));
+    report.rows.push((backend, "todo", todo));
+    report.rows.push((backend, "baseline", baseline));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The todo service, its stand-in sidecar, and the drain
+// ---------------------------------------------------------------------------------------------
+
+async fn bench_todo_service(
+    url: &str,
+    config: &Config,
+    client: &reqwest::Client,
+) -> anyhow::Result<(Stats, Option<Drain>)> {
+    let sidecar = StubSidecar::start().await?;
+    let settings = todo::Settings::from_lookup(|name| match name {
+        "APP_HOST" => Some("127.0.0.1".into()),
+        "APP_PORT" => Some("0".into()),
+        "DATABASE_URL" => Some(url.to_owned()),
+        "DAPR_HTTP_PORT" => Some(sidecar.addr.port().to_string()),
+        _ if name.starts_with("RELAY_") || name == "DB_MAX_CONNECTIONS" => std::env::var(name).ok(),
+        _ => None,
+    })
+    .context("todo settings")?;
+    let relay_enabled = settings.relay.enabled;
+    let app = todo::Application::build(settings).await.context("starting the todo service")?;
+    let endpoint = format!("http://{}/todos", app.local_addr());
+    // A handle on the service's own pools, to watch the outbox empty.
+    let db = app.state().db.clone();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+
+    // Warm-up: connections, prepared statements, the relay's first rounds. Drained before the
+    // measured load so the relay starts it idle.
+    let warmup = run_load(client, &endpoint, 0..WARMUP_REQUESTS, config.concurrency).await;
+    ensure_no_errors("todo warm-up", &warmup)?;
+    if relay_enabled {
+        sidecar.wait_for(WARMUP_REQUESTS as u64, DRAIN_DEADLINE).await.context("draining the warm-up events")?;
+        wait_for_empty_outbox(&db, DRAIN_DEADLINE).await.context("draining the warm-up events")?;
+    }
+
+    let measured = WARMUP_REQUESTS..WARMUP_REQUESTS + config.requests;
+    let load_started = Instant::now();
+    let load = run_load(client, &endpoint, measured, config.concurrency).await;
+    let load_ended = Instant::now();
+    let drain = if relay_enabled {
+        Some(measure_drain(&sidecar, &db, load_started, load_ended, config.requests - load.errors).await?)
+    } else {
+        None
+    };
+
+    shutdown.cancel();
+    match tokio::time::timeout(Duration::from_secs(30), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => println!("warning: the todo service stopped with an error: {error}"),
+        Ok(Err(error)) => println!("warning: the todo service task failed: {error}"),
+        Err(_) => println!("warning: the todo service did not stop within 30 s"),
+    }
+    sidecar.stop().await;
+    Ok((Stats::from_load(load), drain))
+}
+
+/// Waits until the stub has seen every event of the measured load (`created`: one per
+/// successful create), then until the relay has marked them all published.
+async fn measure_drain(
+    sidecar: &StubSidecar,
+    db: &Database,
+    load_started: Instant,
+    load_ended: Instant,
+    created: usize,
+) -> anyhow::Result<Drain> {
+    let published_during_load = sidecar.published().saturating_sub(WARMUP_REQUESTS as u64);
+    let expected = (WARMUP_REQUESTS + created) as u64;
+    let last_publish = sidecar.wait_for(expected, DRAIN_DEADLINE).await.context("draining the outbox")?;
+    // The relay marks an event published only after daprd answered, so the outbox empties a
+    // little after the last publish. An empty outbox also proves the stub's count was not
+    // inflated by duplicates.
+    wait_for_empty_outbox(db, DRAIN_DEADLINE).await.context("draining the outbox")?;
+    let outbox_empty = Instant::now();
+    Ok(Drain {
+        events: created as u64,
+        published_during_load,
+        after_load: last_publish.saturating_duration_since(load_ended),
+        load_start_to_drained: last_publish.saturating_duration_since(load_started),
+        empty_after_load: outbox_empty.saturating_duration_since(load_ended),
+    })
+}
+
+/// Polls until no event is pending (`published_at IS NULL`).
+async fn wait_for_empty_outbox(db: &Database, deadline: Duration) -> anyhow::Result<()> {
+    let give_up = Instant::now() + deadline;
+    loop {
+        let pending = todo::outbox::pending_count(&db.reader).await.context("counting pending events")?;
+        if pending == 0 {
+            return Ok(());
+        }
+        if Instant::now() > give_up {
+            bail!("{pending} events still pending after {deadline:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// How the relay kept up.
+struct Drain {
+    events: u64,
+    published_during_load: u64,
+    /// From the last response of the load to the last publish.
+    after_load: Duration,
+    load_start_to_drained: Duration,
+    /// From the last response of the load until no row was pending any more.
+    empty_after_load: Duration,
+}
+
+impl std::fmt::Display for Drain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} events; {} published during the load; last published {:.0} ms after the load ended \
+             (outbox empty after {:.0} ms); {:.0} events/s from load start to last publish",
+            self.events,
+            self.published_during_load,
+            ms(self.after_load),
+            ms(self.empty_after_load),
+            self.events as f64 / self.load_start_to_drained.as_secs_f64(),
+        )
+    }
+}
+
+/// Answers like daprd for the two calls the relay makes, and counts publishes.
+struct StubSidecar {
+    addr: SocketAddr,
+    counters: Arc<SidecarCounters>,
+    shutdown: CancellationToken,
+    server: JoinHandle<()>,
+}
+
+struct SidecarCounters {
+    epoch: Instant,
+    published: AtomicU64,
+    /// Nanoseconds after `epoch` of the latest publish.
+    last_publish_nanos: AtomicU64,
+}
+
+impl StubSidecar {
+    async fn start() -> anyhow::Result<Self> {
+        let counters = Arc::new(SidecarCounters {
+            epoch: Instant::now(),
+            published: AtomicU64::new(0),
+            last_publish_nanos: AtomicU64::new(0),
+        });
+        let router = Router::new()
+            .route("/v1.0/healthz/outbound", get(|| async { StatusCode::NO_CONTENT }))
+            .route("/v1.0/publish/{pubsub}/{*topic}", post(stub_publish))
+            .with_state(counters.clone());
+        let (addr, shutdown, server) = serve(router).await?;
+        Ok(Self { addr, counters, shutdown, server })
+    }
+
+    fn published(&self) -> u64 {
+        self.counters.published.load(Ordering::SeqCst)
+    }
+
+    /// Polls until `expected` publishes were counted; returns when the last one arrived.
+    async fn wait_for(&self, expected: u64, deadline: Duration) -> anyhow::Result<Instant> {
+        let give_up = Instant::now() + deadline;
+        while self.published() < expected {
+            if Instant::now() > give_up {
+                bail!("only {} of {expected} events published after {deadline:?}", self.published());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let nanos = self.counters.last_publish_nanos.load(Ordering::SeqCst);
+        Ok(self.counters.epoch + Duration::from_nanos(nanos))
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.server.await;
+    }
+}
+
+/// Reads the whole body (as daprd would) before answering.
+async fn stub_publish(State(counters): State<Arc<SidecarCounters>>, _body: axum::body::Bytes) -> StatusCode {
+    let nanos = counters.epoch.elapsed().as_nanos() as u64;
+    counters.last_publish_nanos.fetch_max(nanos, Ordering::SeqCst);
+    counters.published.fetch_add(1, Ordering::SeqCst);
+    StatusCode::NO_CONTENT
+}
+
+// ---------------------------------------------------------------------------------------------
+// The baseline: one INSERT per request, nothing else
+// ---------------------------------------------------------------------------------------------
+
+async fn bench_baseline(url: &str, config: &Config, client: &reqwest::Client) -> anyhow::Result<Stats> {
+    // Same pool setup as the service (pragmas, single SQLite writer); its migrations run too,
+    // which is harmless.
+    let db = Database::connect(url, 10).await.context("connecting the baseline database")?;
+    let collate = if db.backend == Backend::Postgres { r#"COLLATE "C""# } else { "" };
+    sqlx::query(&format!(
+        "CREATE TABLE bench_baseline (id TEXT {collate} PRIMARY KEY NOT NULL, user_id TEXT NOT NULL, \
+         title TEXT NOT NULL, created_at TEXT NOT NULL)"
+    ))
+    .execute(&db.writer)
+    .await
+    .context("creating bench_baseline")?;
+    let router = Router::new().route("/baseline", post(baseline_insert)).with_state(db.clone());
+    let (addr, shutdown, server) = serve(router).await?;
+    let endpoint = format!("http://{addr}/baseline");
+
+    let warmup = run_load(client, &endpoint, 0..WARMUP_REQUESTS, config.concurrency).await;
+    ensure_no_errors("baseline warm-up", &warmup)?;
+    let measured = WARMUP_REQUESTS..WARMUP_REQUESTS + config.requests;
+    let load = run_load(client, &endpoint, measured, config.concurrency).await;
+
+    shutdown.cancel();
+    let _ = server.await;
+    db.close().await;
+    Ok(Stats::from_load(load))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BaselineRequest {
+    user_id: String,
+    title: String,
+}
+
+async fn baseline_insert(
+    State(db): State<Database>,
+    axum::Json(request): axum::Json<BaselineRequest>,
+) -> axum::response::Response {
+    let id = uuid::Uuid::now_v7().to_string();
+    let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let inserted = sqlx::query("INSERT INTO bench_baseline (id, user_id, title, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(&id)
+        .bind(request.user_id)
+        .bind(request.title)
+        .bind(created_at)
+        .execute(&db.writer)
+        .await;
+    match inserted {
+        Ok(_) => (StatusCode::CREATED, axum::Json(serde_json::json!({ "id": id }))).into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
+}
+
+/// Serves `router` on a free loopback port until the returned token is cancelled.
+async fn serve(router: Router) -> anyhow::Result<(SocketAddr, CancellationToken, JoinHandle<()>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.context("binding a loopback port")?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone().cancelled_owned();
+    let server = tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+            println!("warning: server on {addr} failed: {error}");
+        }
+    });
+    Ok((addr, shutdown, server))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load generation and figures
+// ---------------------------------------------------------------------------------------------
+
+struct Load {
+    elapsed: Duration,
+    /// One per request, failed ones included.
+    latencies: Vec<Duration>,
+    errors: usize,
+    first_error: Option<String>,
+}
+
+/// Sends one create per index in `indexes`, from `concurrency` workers pulling the next index
+/// from a shared counter (so a slow request does not hold back a fixed share of the work).
+async fn run_load(client: &reqwest::Client, endpoint: &str, indexes: Range<usize>, concurrency: usize) -> Load {
+    let next = Arc::new(AtomicUsize::new(indexes.start));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, endpoint, next, end) = (client.clone(), endpoint.to_owned(), next.clone(), indexes.end);
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= end {
+                        break;
+                    }
+                    let sent = Instant::now();
+                    let outcome = create_once(&client, &endpoint, i).await;
+                    latencies.push(sent.elapsed());
+                    if let Err(error) = outcome {
+                        errors.push(error);
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut load =
+        Load { elapsed: Duration::ZERO, latencies: Vec::with_capacity(indexes.len()), errors: 0, first_error: None };
+    for worker in workers {
+        let (latencies, errors) = worker.await.expect("a load worker does not panic");
+        load.latencies.extend(latencies);
+        load.errors += errors.len();
+        load.first_error = load.first_error.or(errors.into_iter().next());
+    }
+    load.elapsed = started.elapsed();
+    load
+}
+
+/// One `POST`; anything but 201 is an error. The body is read so the connection is reused.
+async fn create_once(client: &reqwest::Client, endpoint: &str, i: usize) -> Result<(), String> {
+    let body = format!(r#"{{"userId":"user-{}","title":"bench {i}"}}"#, i % 50);
+    let response = client
+        .post(endpoint)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(|e| format!("reading the response failed: {e}"))?;
+    if status != reqwest::StatusCode::CREATED {
+        return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+    }
+    Ok(())
+}
+
+fn ensure_no_errors(what: &str, load: &Load) -> anyhow::Result<()> {
+    if load.errors > 0 {
+        bail!("{what}: {} requests failed, first: {}", load.errors, load.first_error.as_deref().unwrap_or("?"));
+    }
+    Ok(())
+}
+
+struct Stats {
+    requests: usize,
+    errors: usize,
+    first_error: Option<String>,
+    throughput: f64,
+    p50: Duration,
+    p90: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+impl Stats {
+    fn from_load(mut load: Load) -> Self {
+        load.latencies.sort_unstable();
+        let latencies = &load.latencies;
+        // Nearest-rank percentile.
+        let percentile = |p: f64| {
+            let rank = ((p / 100.0) * latencies.len() as f64).ceil() as usize;
+            latencies[rank.clamp(1, latencies.len()) - 1]
+        };
+        Self {
+            requests: latencies.len(),
+            errors: load.errors,
+            first_error: load.first_error,
+            throughput: latencies.len() as f64 / load.elapsed.as_secs_f64(),
+            p50: percentile(50.0),
+            p90: percentile(90.0),
+            p99: percentile(99.0),
+            max: *latencies.last().expect("at least one request"),
+        }
+    }
+}
+
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} requests, {:.0} req/s, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors",
+            self.requests,
+            self.throughput,
+            ms(self.p50),
+            ms(self.p90),
+            ms(self.p99),
+            ms(self.max),
+            self.errors
+        )?;
+        if let Some(error) = &self.first_error {
+            write!(f, " (first: {error})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The todo service's figures relative to the baseline's.
+struct Ratio<'a>(&'a Stats, &'a Stats);
+
+impl std::fmt::Display for Ratio<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (todo, baseline) = (self.0, self.1);
+        write!(
+            f,
+            "throughput x{:.2}, p50 x{:.2}, p99 x{:.2}",
+            todo.throughput / baseline.throughput,
+            ms(todo.p50) / ms(baseline.p50),
+            ms(todo.p99) / ms(baseline.p99),
+        )
+    }
+}
+
+#[derive(Default)]
+struct Report {
+    rows: Vec<(&'static str, &'static str, Stats)>,
+    notes: Vec<String>,
+}
+
+impl Report {
+    fn print(&self) {
+        println!(
+            "\n{:<9} | {:<8} | {:>7} | {:>7} | {:>7} | {:>7} | {:>7} | errors",
+            "backend", "service", "req/s", "p50 ms", "p90", "p99", "max"
+        );
+        println!("{}", "-".repeat(80));
+        for (backend, service, s) in &self.rows {
+            println!(
+                "{backend:<9} | {service:<8} | {:>7.0} | {:>7.2} | {:>7.2} | {:>7.2} | {:>7.2} | {}",
+                s.throughput,
+                ms(s.p50),
+                ms(s.p90),
+                ms(s.p99),
+                ms(s.max),
+                s.errors
+            );
+        }
+        println!();
+        for note in &self.notes {
+            println!("{note}");
+        }
+    }
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scratch databases (the same helper as in relay_claim.rs; bench targets share no module)
+// ---------------------------------------------------------------------------------------------
+
+/// Where fresh databases come from, and what to remove afterwards.
+enum Scratch {
+    Sqlite { dir: std::path::PathBuf },
+    Postgres { admin_url: Url, created: Vec<String> },
+}
+
+impl Scratch {
+    fn sqlite() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("todo-bench-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self::Sqlite { dir })
+    }
+
+    /// Checks the server answers (within 5 s) before anything is created on it.
+    async fn postgres(admin_url: &str) -> anyhow::Result<Self> {
+        let admin_url = Url::parse(admin_url).context("BENCH_POSTGRES_URL is not a URL")?;
+        let connect = sqlx::PgConnection::connect(admin_url.as_str());
+        let conn = tokio::time::timeout(Duration::from_secs(5), connect).await.context("connection timed out")??;
+        conn.close().await?;
+        Ok(Self::Postgres { admin_url, created: Vec::new() })
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Sqlite { .. } => "sqlite",
+            Self::Postgres { .. } => "postgres",
+        }
+    }
+
+    /// The URL of a new, empty database.
+    async fn fresh_database(&mut self, label: &str) -> anyhow::Result<String> {
+        match self {
+            Self::Sqlite { dir } => Ok(format!("sqlite://{}", dir.join(format!("{label}.db")).display())),
+            Self::Postgres { admin_url, created } => {
+                let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
+                admin_execute(admin_url, &format!("CREATE DATABASE {name}")).await?;
+                created.push(name.clone());
+                let mut url = admin_url.clone();
+                url.set_path(&format!("/{name}"));
+                Ok(url.to_string())
+            }
+        }
+    }
+
+    /// Best effort: a failure is reported, not fatal.
+    async fn cleanup(&mut self) {
+        match self {
+            Self::Sqlite { dir } => {
+                if let Err(error) = std::fs::remove_dir_all(&*dir) {
+                    println!("warning: could not remove {}: {error}", dir.display());
+                }
+            }
+            Self::Postgres { admin_url, created } => {
+                for name in created.drain(..) {
+                    // FORCE: a pool that did not close cleanly must not keep the database alive.
+                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    if let Err(error) = admin_execute(admin_url, &drop).await {
+                        println!("warning: could not drop database {name}: {error:#}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs one statement that cannot run in a transaction (CREATE/DROP DATABASE).
+async fn admin_execute(admin_url: &Url, sql: &str) -> anyhow::Result<()> {
+    let mut conn = sqlx::PgConnection::connect(admin_url.as_str()).await.context("connecting to PostgreSQL")?;
+    sqlx::raw_sql(sql).execute(&mut conn).await.with_context(|| format!("running {sql:?}"))?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// The URL without its password, for printing.
+fn redact(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "<BENCH_POSTGRES_URL>".into(),
+    }
+}

@@ -35,6 +35,8 @@ pub enum Error {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("invalid configuration: {var}: {detail}")]
     Config { var: &'static str, detail: String },
+    #[error("the outbox relay stopped unexpectedly: {0}")]
+    RelayStopped(String),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 }

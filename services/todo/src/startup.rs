@@ -1,6 +1,7 @@
 //! Building and running the application: the HTTP server and the relay, with graceful
 //! shutdown.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -77,14 +78,40 @@ impl Application {
         let addr = self.local_addr();
         let relay = self.relay.map(|relay| tokio::spawn(relay.run(shutdown.clone())));
         tracing::info!(%addr, "todo service listening");
-        let app = router(self.state.clone());
-        axum::serve(self.listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
-        if let Some(relay) = relay {
-            if let Err(error) = relay.await {
-                tracing::error!(%error, "relay task failed");
+        let server = axum::serve(self.listener, router(self.state.clone()))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future();
+        tokio::pin!(server);
+        let relay_failure = match relay {
+            None => {
+                (&mut server).await?;
+                None
             }
-        }
+            Some(mut relay) => tokio::select! {
+                served = &mut server => {
+                    served?;
+                    relay.await.err().map(|e| e.to_string())
+                }
+                // The relay returns only once shutdown was requested. If it ends first it
+                // panicked, and serving on would accept changes whose events nobody publishes:
+                // stop instead, so the supervisor (Kubernetes, dapr run) restarts us.
+                ended = &mut relay => {
+                    let failure = match ended {
+                        Err(panic) => Some(panic.to_string()),
+                        Ok(()) if !shutdown.is_cancelled() => Some("it returned before shutdown".to_owned()),
+                        Ok(()) => None,
+                    };
+                    shutdown.cancel();
+                    (&mut server).await?;
+                    failure
+                }
+            },
+        };
         self.state.db.close().await;
+        if let Some(failure) = relay_failure {
+            tracing::error!(%failure, "the relay stopped unexpectedly; the service stops too");
+            return Err(Error::RelayStopped(failure));
+        }
         tracing::info!("todo service stopped");
         Ok(())
     }
