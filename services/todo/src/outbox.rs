@@ -1,9 +1,12 @@
 //! The transactional outbox: event rows written with each change, and the queries the relay
 //! uses to publish them in per-todo order.
 //!
-//! Rows are never deleted. Published rows are the todo's audit trail (`GET /todos/{id}/events`);
-//! pending rows (`published_at IS NULL`) are the relay's queue, served by partial indexes that
-//! contain only pending rows.
+//! `outbox_events` is never pruned: it is the todo's audit trail (`GET /todos/{id}/events`).
+//! `outbox_queue` holds one row per event still to publish and is the only table the relay's
+//! claim reads, so a long history costs it nothing (see the migration for why it is a table of
+//! its own).
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use dapr_events::cloudevent::timestamp;
@@ -18,7 +21,7 @@ use crate::db::{Backend, Database, column};
 use crate::error::Result;
 use crate::http::context::RequestContext;
 
-/// Appends the event for one change. Must run in the transaction that makes the change: that is
+/// Appends the event for one change, and queues it for the relay. Must run in the transaction that makes the change: that is
 /// the whole point of the outbox.
 pub async fn append(
     conn: &mut AnyConnection,
@@ -46,6 +49,12 @@ pub async fn append(
     .bind(context.causation_id.as_deref())
     .execute(&mut *conn)
     .await?;
+    sqlx::query("INSERT INTO outbox_queue (event_id, todo_id, seq) VALUES ($1, $2, $3)")
+        .bind(event_id.to_string())
+        .bind(data.todo_id.to_string())
+        .bind(data.version)
+        .execute(&mut *conn)
+        .await?;
     Ok(event_id)
 }
 
@@ -141,34 +150,45 @@ pub async fn history(pool: &AnyPool, todo_id: Uuid, source: &str) -> Result<Vec<
 
 /// Claims up to `limit` publishable events for relay instance `owner` until `lease_until_ms`.
 ///
-/// Publishable means: pending, due (past its retry backoff), not leased by a live relay, and
-/// the *oldest* pending event of its todo. The last condition is the per-todo ordering
-/// guarantee: a todo's next event cannot be claimed, by any replica, until the one before it is
-/// marked published. Because a change's version is assigned under the todo's row lock, a later
-/// event of a todo never commits before an earlier one, so "oldest visible pending" really is
-/// the oldest.
+/// Publishable means: the *oldest* queued event of its todo (the per-todo ordering guarantee:
+/// a todo's next event cannot be claimed, by any replica, until the one before it was published
+/// and left the queue), due (past its retry backoff), and not leased by a live relay. Because a
+/// change's version is assigned under the todo's row lock, a later event of a todo never commits
+/// before an earlier one, so "oldest visible" really is the oldest.
 ///
 /// On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets replicas claim concurrently without waiting on
 /// each other; the lease keeps a claimed row away from others after the claim commits. SQLite
 /// has one writer at a time, so the plain statement is already atomic.
-pub async fn claim(
-    db: &Database,
-    owner: &str,
-    now_ms: i64,
-    lease_until_ms: i64,
-    limit: i64,
-) -> Result<Vec<StoredEvent>> {
-    let sql = claim_sql(db.backend);
-    let rows =
-        sqlx::query(&sql).bind(now_ms).bind(limit).bind(owner).bind(lease_until_ms).fetch_all(&db.writer).await?;
+pub async fn claim(db: &Database, owner: &str, now_ms: i64, lease_until_ms: i64, limit: i64) -> Result<Vec<StoredEvent>> {
+    let claimed = sqlx::query(&claim_sql(db.backend))
+        .bind(now_ms)
+        .bind(limit)
+        .bind(owner)
+        .bind(lease_until_ms)
+        .fetch_all(&db.writer)
+        .await?;
+    if claimed.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The queue's attempt count drives the backoff; the history row's copy is for operators.
+    let attempts: HashMap<String, i64> = claimed
+        .iter()
+        .map(|row| Ok((row.try_get("event_id")?, row.try_get("attempts")?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+    let ids: Vec<String> = attempts.keys().cloned().collect();
+    let select = format!("SELECT {EVENT_COLUMNS} FROM outbox_events WHERE event_id IN ({})", placeholders(1, ids.len()));
+    let rows = bind_all(sqlx::query(&select), &ids).fetch_all(&db.reader).await?;
     let mut events = rows.iter().map(StoredEvent::from_row).collect::<Result<Vec<_>, _>>()?;
+    for event in &mut events {
+        event.attempts = attempts.get(&event.event_id.to_string()).copied().unwrap_or(event.attempts);
+    }
     // RETURNING has no defined order; publish oldest first.
     events.sort_by_key(|e| e.event_id);
     Ok(events)
 }
 
-/// The claim statement; parameters: now (ms), limit, owner, lease end (ms). Public so tests
-/// can check its plan uses the pending-only indexes.
+/// The claim statement; parameters: now (ms), limit, owner, lease end (ms). Public so tests and
+/// benchmarks can check its plan.
 pub fn claim_sql(backend: Backend) -> String {
     let lock = match backend {
         Backend::Postgres => "FOR UPDATE SKIP LOCKED",
@@ -176,49 +196,77 @@ pub fn claim_sql(backend: Backend) -> String {
     };
     format!(
         "WITH claimable AS MATERIALIZED ( \
-             SELECT o.event_id FROM outbox_events o \
-             WHERE o.published_at IS NULL \
-               AND o.next_attempt_at <= $1 \
-               AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= $1) \
+             SELECT q.event_id FROM outbox_queue q \
+             WHERE q.next_attempt_at <= $1 \
+               AND (q.lease_expires_at IS NULL OR q.lease_expires_at <= $1) \
                AND NOT EXISTS ( \
-                   SELECT 1 FROM outbox_events earlier \
-                   WHERE earlier.todo_id = o.todo_id AND earlier.published_at IS NULL AND earlier.seq < o.seq) \
-             ORDER BY o.event_id \
+                   SELECT 1 FROM outbox_queue earlier WHERE earlier.todo_id = q.todo_id AND earlier.seq < q.seq) \
+             ORDER BY q.event_id \
              LIMIT $2 {lock}) \
-         UPDATE outbox_events SET lease_owner = $3, lease_expires_at = $4 \
+         UPDATE outbox_queue SET lease_owner = $3, lease_expires_at = $4 \
          WHERE event_id IN (SELECT event_id FROM claimable) \
-         RETURNING {EVENT_COLUMNS}"
+         RETURNING event_id, attempts"
     )
 }
 
-pub async fn mark_published(db: &Database, event_id: Uuid, published_at: DateTime<Utc>) -> Result<()> {
-    sqlx::query(
-        // attempts and last_error stay: they tell operators what it took to get the event out.
-        "UPDATE outbox_events SET published_at = $1, lease_owner = NULL, lease_expires_at = NULL WHERE event_id = $2",
-    )
-    .bind(timestamp::format(&published_at))
-    .bind(event_id.to_string())
-    .execute(&db.writer)
-    .await?;
+/// Marks a round's successfully published events in one transaction: stamped in the history,
+/// removed from the queue. One commit per round rather than per event keeps the relay from
+/// competing with the API for the database.
+pub async fn mark_published(db: &Database, event_ids: &[Uuid], published_at: DateTime<Utc>) -> Result<()> {
+    if event_ids.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = event_ids.iter().map(Uuid::to_string).collect();
+    let mut tx = db.writer.begin().await?;
+    let stamp = format!(
+        "UPDATE outbox_events SET published_at = $1 WHERE event_id IN ({})",
+        placeholders(2, ids.len())
+    );
+    bind_all(sqlx::query(&stamp).bind(timestamp::format(&published_at)), &ids).execute(&mut *tx).await?;
+    let dequeue = format!("DELETE FROM outbox_queue WHERE event_id IN ({})", placeholders(1, ids.len()));
+    bind_all(sqlx::query(&dequeue), &ids).execute(&mut *tx).await?;
+    tx.commit().await?;
     Ok(())
 }
 
 /// Records a failed attempt and releases the lease, so the event is retried (by any replica)
-/// once `next_attempt_ms` has passed. Its todo's later events stay blocked until then.
+/// once `next_attempt_ms` has passed. Its todo's later events stay queued behind it.
 pub async fn mark_failed(db: &Database, event_id: Uuid, next_attempt_ms: i64, error: &str) -> Result<()> {
+    let mut tx = db.writer.begin().await?;
     sqlx::query(
-        "UPDATE outbox_events SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2, \
-         lease_owner = NULL, lease_expires_at = NULL WHERE event_id = $3",
+        "UPDATE outbox_queue SET attempts = attempts + 1, next_attempt_at = $1, lease_owner = NULL, \
+         lease_expires_at = NULL WHERE event_id = $2",
     )
     .bind(next_attempt_ms)
-    .bind(error)
     .bind(event_id.to_string())
-    .execute(&db.writer)
+    .execute(&mut *tx)
     .await?;
+    sqlx::query("UPDATE outbox_events SET attempts = attempts + 1, last_error = $1 WHERE event_id = $2")
+        .bind(error)
+        .bind(event_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
     Ok(())
+}
+
+/// `$first, $first+1, …` for `count` values: sqlx has no array binding that works on both
+/// backends, so `IN` lists are spelled out.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+}
+
+fn bind_all<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    values: &'q [String],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for value in values {
+        query = query.bind(value.as_str());
+    }
+    query
 }
 
 /// Number of events not yet published (for logs and tests).
 pub async fn pending_count(pool: &AnyPool) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM outbox_events WHERE published_at IS NULL").fetch_one(pool).await?)
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM outbox_queue").fetch_one(pool).await?)
 }

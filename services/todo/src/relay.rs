@@ -93,66 +93,61 @@ impl Relay {
     }
 
     /// Claims a batch and publishes it. Events in a batch belong to different todos (one head
-    /// per todo), so they are published concurrently.
+    /// per todo), so they are published concurrently; the successes are marked together when
+    /// the last publish of the round has answered (or timed out).
     pub async fn run_once(&self) -> Result<Round> {
         let now = epoch_millis();
         let lease_until = now + self.settings.lease.as_millis() as i64;
         let batch = outbox::claim(&self.db, &self.owner, now, lease_until, self.settings.batch_size.into()).await?;
         let claimed = batch.len();
-        let results: Vec<Result<Option<Duration>>> = futures::stream::iter(batch)
+        let outcomes: Vec<(Uuid, Option<Duration>)> = futures::stream::iter(batch)
             .map(|event| self.publish_one(event))
             .buffer_unordered(self.settings.batch_size as usize)
-            .collect()
-            .await;
-        let mut round = Round { claimed, ..Round::default() };
-        for result in results {
-            match result? {
-                None => round.published += 1,
-                Some(retry_in) => {
-                    round.next_retry_in = Some(round.next_retry_in.map_or(retry_in, |r| r.min(retry_in)));
-                }
-            }
-        }
-        Ok(round)
+            .collect::<Vec<Result<_>>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
+        let published: Vec<Uuid> = outcomes.iter().filter(|(_, retry)| retry.is_none()).map(|(id, _)| *id).collect();
+        outbox::mark_published(&self.db, &published, chrono::Utc::now()).await?;
+        Ok(Round {
+            claimed,
+            published: published.len(),
+            next_retry_in: outcomes.iter().filter_map(|(_, retry)| *retry).min(),
+        })
     }
 
-    /// Publishes one event and records the outcome: `None` when published, else the delay
-    /// before its retry.
-    async fn publish_one(&self, event: StoredEvent) -> Result<Option<Duration>> {
+    /// Publishes one event; a failure is recorded right away. Returns the event id and, for a
+    /// failure, the delay before its retry.
+    async fn publish_one(&self, event: StoredEvent) -> Result<(Uuid, Option<Duration>)> {
         let body = serde_json::to_vec(&event.to_cloud_event(&self.source)).expect("a CloudEvent serialises");
         let todo_id = event.todo_id.to_string();
         let outcome = self
             .publisher
             .publish_bytes(&event.topic, CLOUDEVENTS_JSON, body, Some(&todo_id), event.traceparent.as_deref())
             .await;
-        match outcome {
-            Ok(()) => {
-                outbox::mark_published(&self.db, event.event_id, chrono::Utc::now()).await?;
-                tracing::debug!(event_id = %event.event_id, topic = %event.topic, "published");
-                Ok(None)
-            }
-            Err(error) => {
-                let attempt = u32::try_from(event.attempts).unwrap_or(u32::MAX);
-                let retry_in = Backoff::new(self.settings.retry_initial, self.settings.retry_max).delay(attempt);
-                let next_attempt = epoch_millis() + retry_in.as_millis() as i64;
-                let message = error.to_string();
-                if error.is_permanent() {
-                    tracing::error!(
-                        event_id = %event.event_id, todo_id = %event.todo_id, topic = %event.topic,
-                        attempt = attempt + 1, retry_in_ms = retry_in.as_millis() as u64, error = %message,
-                        "publish rejected; this needs a configuration fix (pubsub name, scopes, token); retrying"
-                    );
-                } else {
-                    tracing::warn!(
-                        event_id = %event.event_id, todo_id = %event.todo_id, topic = %event.topic,
-                        attempt = attempt + 1, retry_in_ms = retry_in.as_millis() as u64, error = %message,
-                        "publish failed; retrying"
-                    );
-                }
-                outbox::mark_failed(&self.db, event.event_id, next_attempt, &message).await?;
-                Ok(Some(retry_in))
-            }
+        let Err(error) = outcome else {
+            tracing::debug!(event_id = %event.event_id, topic = %event.topic, "published");
+            return Ok((event.event_id, None));
+        };
+        let attempt = u32::try_from(event.attempts).unwrap_or(u32::MAX);
+        let retry_in = Backoff::new(self.settings.retry_initial, self.settings.retry_max).delay(attempt);
+        let next_attempt = epoch_millis() + retry_in.as_millis() as i64;
+        let message = error.to_string();
+        if error.is_permanent() {
+            tracing::error!(
+                event_id = %event.event_id, todo_id = %event.todo_id, topic = %event.topic,
+                attempt = attempt + 1, retry_in_ms = retry_in.as_millis() as u64, error = %message,
+                "publish rejected; this needs a configuration fix (pubsub name, scopes, token); retrying"
+            );
+        } else {
+            tracing::warn!(
+                event_id = %event.event_id, todo_id = %event.todo_id, topic = %event.topic,
+                attempt = attempt + 1, retry_in_ms = retry_in.as_millis() as u64, error = %message,
+                "publish failed; retrying"
+            );
         }
+        outbox::mark_failed(&self.db, event.event_id, next_attempt, &message).await?;
+        Ok((event.event_id, Some(retry_in)))
     }
 }
 
