@@ -159,7 +159,13 @@ pub async fn history(pool: &AnyPool, todo_id: Uuid, source: &str) -> Result<Vec<
 /// On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets replicas claim concurrently without waiting on
 /// each other; the lease keeps a claimed row away from others after the claim commits. SQLite
 /// has one writer at a time, so the plain statement is already atomic.
-pub async fn claim(db: &Database, owner: &str, now_ms: i64, lease_until_ms: i64, limit: i64) -> Result<Vec<StoredEvent>> {
+pub async fn claim(
+    db: &Database,
+    owner: &str,
+    now_ms: i64,
+    lease_until_ms: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>> {
     let claimed = sqlx::query(&claim_sql(db.backend))
         .bind(now_ms)
         .bind(limit)
@@ -176,7 +182,8 @@ pub async fn claim(db: &Database, owner: &str, now_ms: i64, lease_until_ms: i64,
         .map(|row| Ok((row.try_get("event_id")?, row.try_get("attempts")?)))
         .collect::<Result<_, sqlx::Error>>()?;
     let ids: Vec<String> = attempts.keys().cloned().collect();
-    let select = format!("SELECT {EVENT_COLUMNS} FROM outbox_events WHERE event_id IN ({})", placeholders(1, ids.len()));
+    let select =
+        format!("SELECT {EVENT_COLUMNS} FROM outbox_events WHERE event_id IN ({})", placeholders(1, ids.len()));
     let rows = bind_all(sqlx::query(&select), &ids).fetch_all(&db.reader).await?;
     let mut events = rows.iter().map(StoredEvent::from_row).collect::<Result<Vec<_>, _>>()?;
     for event in &mut events {
@@ -218,10 +225,8 @@ pub async fn mark_published(db: &Database, event_ids: &[Uuid], published_at: Dat
     }
     let ids: Vec<String> = event_ids.iter().map(Uuid::to_string).collect();
     let mut tx = db.writer.begin().await?;
-    let stamp = format!(
-        "UPDATE outbox_events SET published_at = $1 WHERE event_id IN ({})",
-        placeholders(2, ids.len())
-    );
+    let stamp =
+        format!("UPDATE outbox_events SET published_at = $1 WHERE event_id IN ({})", placeholders(2, ids.len()));
     bind_all(sqlx::query(&stamp).bind(timestamp::format(&published_at)), &ids).execute(&mut *tx).await?;
     let dequeue = format!("DELETE FROM outbox_queue WHERE event_id IN ({})", placeholders(1, ids.len()));
     bind_all(sqlx::query(&dequeue), &ids).execute(&mut *tx).await?;

@@ -1,0 +1,267 @@
+//! A recording subscriber app, resource files in a temp dir, and the sidecar in-process.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use devsidecar::sidecar::{Sidecar, SidecarConfig};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < DEADLINE, "timed out after {DEADLINE:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn redis_host() -> String {
+    std::env::var("TEST_REDIS_HOST").unwrap_or_else(|_| "127.0.0.1:6379".into())
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &Uuid::new_v4().simple().to_string()[..12])
+}
+
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(unique("devsidecar-e2e"));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+
+    pub fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.0.join(name), text).unwrap();
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A Redis pub/sub component named `pubsub` with fast redelivery timers.
+pub fn redis_component(extra_metadata: &str) -> String {
+    format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: {}\n{extra_metadata}",
+        redis_host()
+    )
+}
+
+/// One delivery as the app received it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Delivery {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("a delivery body is JSON")
+    }
+}
+
+/// Scripted status meaning "never answer".
+pub const HANG: u16 = 599;
+
+/// What the app answers to a delivery: a status and a body.
+pub type Answer = (StatusCode, String);
+
+#[derive(Clone)]
+struct AppState {
+    subscriptions: Arc<Mutex<Value>>,
+    deliveries: Arc<Mutex<Vec<Delivery>>>,
+    answers: Arc<Mutex<VecDeque<Answer>>>,
+    subscribe_headers: Arc<Mutex<Option<HeaderMap>>>,
+}
+
+/// A subscriber app: answers `/dapr/subscribe` with the given JSON, records every delivery and
+/// answers from a queue of scripted answers (then SUCCESS).
+pub struct TestApp {
+    pub addr: SocketAddr,
+    state: AppState,
+    server: JoinHandle<()>,
+}
+
+impl TestApp {
+    pub async fn start(subscriptions: Value) -> Self {
+        let state = AppState {
+            subscriptions: Arc::new(Mutex::new(subscriptions)),
+            deliveries: Arc::default(),
+            answers: Arc::default(),
+            subscribe_headers: Arc::default(),
+        };
+        let app = Router::new()
+            .route("/dapr/subscribe", get(subscribe))
+            .route("/{*path}", post(deliver))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, state, server }
+    }
+
+    pub fn answer_next(&self, answers: impl IntoIterator<Item = Answer>) {
+        self.state.answers.lock().unwrap().extend(answers);
+    }
+
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.state.deliveries.lock().unwrap().clone()
+    }
+
+    pub fn subscribe_headers(&self) -> Option<HeaderMap> {
+        self.state.subscribe_headers.lock().unwrap().clone()
+    }
+
+    pub async fn wait_for_deliveries(&self, count: usize) -> Vec<Delivery> {
+        eventually(&format!("{count} deliveries"), || async {
+            let deliveries = self.deliveries();
+            (deliveries.len() >= count).then_some(deliveries)
+        })
+        .await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn subscribe(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    *state.subscribe_headers.lock().unwrap() = Some(headers);
+    axum::Json(state.subscriptions.lock().unwrap().clone()).into_response()
+}
+
+async fn deliver(State(state): State<AppState>, Path(path): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    state.deliveries.lock().unwrap().push(Delivery { path: format!("/{path}"), headers, body });
+    let answer = state.answers.lock().unwrap().pop_front();
+    match answer {
+        // 599 is the script's "never answer": the delivery hangs like a stuck handler.
+        Some((status, _)) if status.as_u16() == HANG => std::future::pending().await,
+        Some((status, body)) => (status, body).into_response(),
+        None => axum::Json(serde_json::json!({"status": "SUCCESS"})).into_response(),
+    }
+}
+
+/// The sidecar running in-process.
+pub struct RunningSidecar {
+    pub url: String,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+pub fn sidecar_config(app_id: &str, app: Option<&TestApp>, resources: &TempDir) -> SidecarConfig {
+    SidecarConfig {
+        app_id: app_id.to_owned(),
+        app_port: app.map(|a| a.addr.port()),
+        app_channel_address: "127.0.0.1".into(),
+        http_port: 0,
+        listen_address: "127.0.0.1".parse().unwrap(),
+        resources_paths: vec![resources.0.clone()],
+        config_path: None,
+        api_token: None,
+        app_api_token: None,
+    }
+}
+
+impl RunningSidecar {
+    pub async fn start(config: SidecarConfig) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
+        let sidecar = Sidecar::build(config).await.expect("the sidecar starts");
+        let url = format!("http://{}", sidecar.local_addr());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                sidecar.run(shutdown).await.expect("the sidecar runs");
+            }
+        });
+        let running = Self { url, http: reqwest::Client::new(), shutdown, task: Some(task) };
+        running.wait_ready().await;
+        running
+    }
+
+    /// Polls `/v1.0/healthz` like an orchestrator: ready means subscribed.
+    pub async fn wait_ready(&self) {
+        eventually("the sidecar to be ready", || async {
+            let response = self.http.get(format!("{}/v1.0/healthz", self.url)).send().await.ok()?;
+            (response.status() == 204).then_some(())
+        })
+        .await;
+    }
+
+    pub async fn publish(&self, topic: &str, content_type: &str, body: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1.0/publish/pubsub/{topic}", self.url))
+            .header("content-type", content_type)
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+
+    /// Drops the sidecar mid-flight, like a killed process: nothing is acknowledged.
+    pub async fn crash(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningSidecar {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(format!("redis://{}", redis_host()))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis is needed for the devsidecar end-to-end tests (TEST_REDIS_HOST)")
+}

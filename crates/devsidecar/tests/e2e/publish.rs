@@ -1,0 +1,130 @@
+//! The publish API: daprd's status codes and error JSON, the API token, health and metadata.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{RunningSidecar, TempDir, TestApp, redis_component, sidecar_config, unique};
+
+async fn sidecar_without_app(api_token: Option<&str>) -> (RunningSidecar, TempDir) {
+    let resources = TempDir::new();
+    resources.write("pubsub.yaml", &redis_component(""));
+    let mut config = sidecar_config(&unique("publisher"), None, &resources);
+    config.api_token = api_token.map(str::to_owned);
+    (RunningSidecar::start(config).await, resources)
+}
+
+#[tokio::test]
+async fn publish_answers_with_daprds_codes_and_error_bodies() {
+    let (sidecar, _resources) = sidecar_without_app(None).await;
+    let topic = unique("orders");
+    let ok = sidecar.publish(&topic, "application/json", r#"{"a":1}"#).await;
+    assert_eq!(ok.status(), 204);
+    assert!(ok.bytes().await.unwrap().is_empty());
+
+    let unknown =
+        sidecar.http.post(format!("{}/v1.0/publish/nope/{topic}", sidecar.url)).body("{}").send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    let body: Value = unknown.json().await.unwrap();
+    assert_eq!(body["errorCode"], "ERR_PUBSUB_NOT_FOUND");
+    assert_eq!(body["message"], "pubsub nope is not found");
+    assert_eq!(body["details"][0]["reason"], "DAPR_PUBSUB_NOT_FOUND");
+    assert_eq!(body["details"].as_array().unwrap().len(), 1, "not-found errors carry no ResourceInfo");
+
+    let empty_topic = sidecar.http.post(format!("{}/v1.0/publish/pubsub/", sidecar.url)).send().await.unwrap();
+    assert_eq!(empty_topic.status(), 404);
+    assert_eq!(empty_topic.json::<Value>().await.unwrap()["errorCode"], "ERR_TOPIC_NAME_EMPTY");
+
+    let bad_raw = sidecar
+        .http
+        .post(format!("{}/v1.0/publish/pubsub/{topic}?metadata.rawPayload=yes", sidecar.url))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_raw.status(), 400);
+    let body: Value = bad_raw.json().await.unwrap();
+    assert_eq!(body["errorCode"], "ERR_PUBSUB_REQUEST_METADATA");
+    assert_eq!(body["details"][1]["resource_name"], "pubsub");
+
+    let not_object = sidecar.publish(&topic, "application/cloudevents+json", "[1,2]").await;
+    assert_eq!(not_object.status(), 500);
+    assert_eq!(not_object.json::<Value>().await.unwrap()["errorCode"], "ERR_PUBSUB_CLOUD_EVENTS_SER");
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn the_api_token_guards_everything_but_health() {
+    let (sidecar, _resources) = sidecar_without_app(Some("s3cret")).await;
+    let topic = unique("guarded");
+    let denied = sidecar.publish(&topic, "application/json", "{}").await;
+    assert_eq!(denied.status(), 401);
+    assert_eq!(denied.text().await.unwrap(), "invalid api token");
+    let metadata = sidecar.http.get(format!("{}/v1.0/metadata", sidecar.url)).send().await.unwrap();
+    assert_eq!(metadata.status(), 401, "metadata is not exempt");
+    for health in ["/v1.0/healthz", "/v1.0/healthz/outbound"] {
+        let response = sidecar.http.get(format!("{}{health}", sidecar.url)).send().await.unwrap();
+        assert_eq!(response.status(), 204, "{health} is exempt");
+    }
+    let allowed = sidecar
+        .http
+        .post(format!("{}/v1.0/publish/pubsub/{topic}", sidecar.url))
+        .header("dapr-api-token", "s3cret")
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 204);
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn outbound_health_comes_before_the_app_and_full_health_after() {
+    let resources = TempDir::new();
+    resources.write("pubsub.yaml", &redis_component(""));
+    // An app port nothing listens on yet: the sidecar waits for it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut config = sidecar_config(&unique("slow-app"), None, &resources);
+    config.app_port = Some(port);
+    let sidecar = devsidecar::sidecar::Sidecar::build(config).await.unwrap();
+    let url = format!("http://{}", sidecar.local_addr());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(sidecar.run(shutdown.clone()));
+    let http = reqwest::Client::new();
+    crate::helpers::eventually("outbound health", || async {
+        let response = http.get(format!("{url}/v1.0/healthz/outbound")).send().await.ok()?;
+        (response.status() == 204).then_some(())
+    })
+    .await;
+    let health = http.get(format!("{url}/v1.0/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 500);
+    assert_eq!(health.json::<Value>().await.unwrap()["errorCode"], "ERR_HEALTH_NOT_READY");
+    let wrong_app = http.get(format!("{url}/v1.0/healthz?appid=other")).send().await.unwrap();
+    assert_eq!(wrong_app.json::<Value>().await.unwrap()["errorCode"], "ERR_HEALTH_APPID_NOT_MATCH");
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn metadata_lists_components_and_subscriptions() {
+    let topic = unique("listed");
+    let app = TestApp::start(json!([
+        {"pubsubname": "pubsub", "topic": topic, "routes": {"rules": [{"match": "event.type == \"a\"", "path": "/a"}], "default": "/all"}, "deadLetterTopic": "dlq"}
+    ]))
+    .await;
+    let resources = TempDir::new();
+    resources.write("pubsub.yaml", &redis_component(""));
+    let app_id = unique("listed-app");
+    let sidecar = RunningSidecar::start(sidecar_config(&app_id, Some(&app), &resources)).await;
+    let metadata: Value =
+        sidecar.http.get(format!("{}/v1.0/metadata", sidecar.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(metadata["id"], app_id);
+    assert_eq!(metadata["components"][0]["name"], "pubsub");
+    assert_eq!(metadata["components"][0]["type"], "pubsub.redis");
+    let subscription = &metadata["subscriptions"][0];
+    assert_eq!(subscription["topic"], topic);
+    assert_eq!(subscription["type"], "PROGRAMMATIC");
+    assert_eq!(subscription["deadLetterTopic"], "dlq");
+    assert_eq!(subscription["rules"], json!([{"match": "event.type == \"a\"", "path": "/a"}, {"path": "/all"}]));
+    assert_eq!(app.subscribe_headers().unwrap()["dapr-app-id"], app_id.as_str());
+    sidecar.stop().await;
+}
