@@ -242,14 +242,6 @@ impl RunningSidecar {
             task.await.unwrap();
         }
     }
-
-    /// Drops the sidecar mid-flight, like a killed process: nothing is acknowledged.
-    pub async fn crash(mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
-        }
-    }
 }
 
 impl Drop for RunningSidecar {

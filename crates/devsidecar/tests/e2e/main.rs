@@ -5,5 +5,6 @@
 mod helpers;
 
 mod delivery;
+mod processes;
 mod publish;
 mod redis_layout;
