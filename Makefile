@@ -10,13 +10,14 @@ RUN_DIR ?= .run
 APP_PORT ?= 8080
 DAPR_HTTP_PORT ?= 3500
 
-.PHONY: help build run test test-unit bench-write bench-relay lint fmt clean ensure-rust
+.PHONY: help build run test test-unit bench-write bench-relay bench-sidecar lint fmt clean ensure-rust
 
 help:
 	@echo "make run          build and start the todo service (SQLite under $(RUN_DIR)/)"
 	@echo "make test         every test: unit and integration, on SQLite and PostgreSQL"
 	@echo "make bench-write  POST /todos throughput and latency vs a bare insert (release)"
 	@echo "make bench-relay  outbox claim latency with a million published rows (release)"
+	@echo "make bench-sidecar dev sidecar publish and delivery latency, throughput and RSS (release)"
 	@echo "make lint         rustfmt check and clippy with warnings as errors"
 
 ensure-rust:
@@ -31,11 +32,13 @@ run: build
 	@echo "(events wait in the outbox until a sidecar answers /v1.0/healthz/outbound; see README 'Running with Dapr')"
 	APP_PORT=$(APP_PORT) DAPR_HTTP_PORT=$(DAPR_HTTP_PORT) DATA_DIR=$(RUN_DIR)/data ./target/release/todo
 
-# PostgreSQL for the tests: the one on 127.0.0.1:5432 if it answers, else a throwaway cluster
-# (see scripts/ensure-postgres.sh). Every test creates and drops its own database there.
+# PostgreSQL and Redis for the tests: the ones on their standard local ports if they answer,
+# else servers of our own (scripts/ensure-postgres.sh, scripts/ensure-redis.sh). Every test
+# creates and drops its own database, and uses stream and group names of its own in Redis.
 test: ensure-rust
-	@url=$$(scripts/ensure-postgres.sh); echo "PostgreSQL for tests: $$url"; \
-	TEST_POSTGRES_URL=$$url $(CARGO) test --workspace --locked --no-fail-fast
+	@pg=$$(scripts/ensure-postgres.sh); redis=$$(scripts/ensure-redis.sh); \
+	echo "PostgreSQL for tests: $$pg; Redis for tests: $$redis"; \
+	TEST_POSTGRES_URL=$$pg TEST_REDIS_HOST=$$redis $(CARGO) test --workspace --locked --no-fail-fast
 	$(CARGO) build --workspace --benches --locked
 
 test-unit: ensure-rust
@@ -48,6 +51,10 @@ bench-write: ensure-rust
 bench-relay: ensure-rust
 	@url=$$(scripts/ensure-postgres.sh); \
 	BENCH_POSTGRES_URL=$$url $(CARGO) bench --locked -p todo --bench relay_claim
+
+bench-sidecar: ensure-rust
+	@redis=$$(scripts/ensure-redis.sh); \
+	BENCH_REDIS_HOST=$$redis $(CARGO) bench --locked -p devsidecar --bench footprint
 
 lint: ensure-rust
 	$(CARGO) fmt --all --check

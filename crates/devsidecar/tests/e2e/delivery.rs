@@ -207,3 +207,144 @@ async fn declarative_subscriptions_load_from_yaml_and_programmatic_ones_replace_
     sidecar.stop().await;
     cleanup(&[&declared_topic, &both_topic]).await;
 }
+
+#[tokio::test]
+async fn expired_messages_skip_the_app_and_go_to_the_dead_letter_topic() {
+    let topic = unique("expiring");
+    let dead = format!("{topic}-dlq");
+    // Nobody subscribes to the dead-letter topic: the dead letter keeps its past expiration, so
+    // a subscriber there would drop it as expired too (as daprd does). We read the stream.
+    let app =
+        TestApp::start(json!([{"pubsubname": "pubsub", "topic": topic, "route": "/in", "deadLetterTopic": dead}]))
+            .await;
+    let resources = TempDir::new();
+    resources.write("pubsub.yaml", &redis_component(""));
+    let sidecar = RunningSidecar::start(sidecar_config(&unique("expiry-app"), Some(&app), &resources)).await;
+    let expired = json!({"specversion": "1.0", "id": "old", "source": "s", "type": "t", "expiration": "2020-01-01T00:00:00Z", "data": 1});
+    sidecar.publish(&topic, "application/cloudevents+json", &expired.to_string()).await;
+    let fresh = json!({"specversion": "1.0", "id": "new", "source": "s", "type": "t", "data": 2});
+    sidecar.publish(&topic, "application/cloudevents+json", &fresh.to_string()).await;
+    let deliveries = app.wait_for_deliveries(1).await;
+    assert_eq!(deliveries[0].json()["id"], "new");
+    let redis = redis().await;
+    let dead_letters = crate::helpers::eventually("the dead letter", || async {
+        let entries: redis::streams::StreamRangeReply =
+            redis::AsyncCommands::xrange_all(&mut redis.clone(), &dead).await.ok()?;
+        (!entries.ids.is_empty()).then_some(entries.ids)
+    })
+    .await;
+    let Some(redis::Value::BulkString(data)) = dead_letters[0].map.get("data") else { panic!("no data field") };
+    assert_eq!(serde_json::from_slice::<Value>(data).unwrap()["id"], "old");
+    sidecar.stop().await;
+    assert_eq!(app.deliveries().len(), 1, "the expired message never reached the app");
+    cleanup(&[&topic, &dead]).await;
+}
+
+#[tokio::test]
+async fn matching_limits_retries_to_the_listed_statuses() {
+    let topic = unique("matching");
+    let dead = format!("{topic}-dlq");
+    let app = TestApp::start(json!([
+        {"pubsubname": "pubsub", "topic": topic, "route": "/in", "deadLetterTopic": dead},
+        {"pubsubname": "pubsub", "topic": dead, "route": "/dead"}
+    ]))
+    .await;
+    // 503 is listed and retried; 400 is not, so it ends the loop at once.
+    app.answer_next([(StatusCode::SERVICE_UNAVAILABLE, String::new()), (StatusCode::BAD_REQUEST, String::new())]);
+    let resources = TempDir::new();
+    resources.write("pubsub.yaml", &redis_component(""));
+    resources.write(
+        "resiliency.yaml",
+        &inbound_retries(5).replace(
+            "        maxRetries: 5\n",
+            "        maxRetries: 5\n        matching:\n          httpStatusCodes: 500-599\n",
+        ),
+    );
+    let sidecar = RunningSidecar::start(sidecar_config(&unique("matching-app"), Some(&app), &resources)).await;
+    sidecar.publish(&topic, "application/json", "{}").await;
+    let deliveries = app.wait_for_deliveries(3).await;
+    let paths: Vec<&str> = deliveries.iter().map(|d| d.path.as_str()).collect();
+    assert_eq!(paths, ["/in", "/in", "/dead"]);
+    sidecar.stop().await;
+    cleanup(&[&topic, &dead]).await;
+}
+
+#[tokio::test]
+async fn a_failed_delivery_without_dead_letter_topic_is_acknowledged_like_daprd_1_17() {
+    let topic = unique("lost");
+    let app_id = unique("lost-app");
+    let app = TestApp::start(json!([{"pubsubname": "pubsub", "topic": topic, "route": "/in"}])).await;
+    app.answer_next([(StatusCode::INTERNAL_SERVER_ERROR, String::new())]);
+    let resources = TempDir::new();
+    // Fast reclaim, so a wrongly pending entry would show up as a second delivery.
+    resources.write(
+        "pubsub.yaml",
+        &redis_component(
+            "  - name: processingTimeout\n    value: 200ms\n  - name: redeliverInterval\n    value: \"100\"\n",
+        ),
+    );
+    let sidecar = RunningSidecar::start(sidecar_config(&app_id, Some(&app), &resources)).await;
+    sidecar.publish(&topic, "application/json", "{}").await;
+    app.wait_for_deliveries(1).await;
+    let mut redis = redis().await;
+    crate::helpers::eventually("the failed entry to be acknowledged", || async {
+        let pending: redis::streams::StreamPendingReply =
+            redis::AsyncCommands::xpending(&mut redis.clone(), &topic, &app_id).await.unwrap();
+        (pending.count() == 0).then_some(())
+    })
+    .await;
+    // A marker message delivered after the failed one proves the reclaim loop had its chance.
+    sidecar.publish(&topic, "application/json", r#"{"marker":true}"#).await;
+    let deliveries = app.wait_for_deliveries(2).await;
+    assert_eq!(deliveries[1].json()["data"], json!({"marker": true}), "the failed message was not redelivered");
+    sidecar.stop().await;
+    assert_eq!(app.deliveries().len(), 2);
+    let _: () = redis::AsyncCommands::del(&mut redis, &topic).await.unwrap();
+}
+
+#[tokio::test]
+async fn raw_payload_subscriptions_get_the_stored_bytes_base64_in_a_fresh_envelope() {
+    let topic = unique("raw");
+    let app = TestApp::start(
+        json!([{"pubsubname": "pubsub", "topic": topic, "route": "/in", "metadata": {"rawPayload": "true"}}]),
+    )
+    .await;
+    let resources = TempDir::new();
+    resources.write("pubsub.yaml", &redis_component(""));
+    let sidecar = RunningSidecar::start(sidecar_config(&unique("raw-app"), Some(&app), &resources)).await;
+    let published = sidecar
+        .http
+        .post(format!("{}/v1.0/publish/pubsub/{topic}?metadata.rawPayload=true", sidecar.url))
+        .body("plain bytes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status(), 204);
+    let delivery = &app.wait_for_deliveries(1).await[0];
+    let body = delivery.json();
+    assert_eq!(body["data_base64"], "cGxhaW4gYnl0ZXM=");
+    assert_eq!(body["datacontenttype"], "application/octet-stream");
+    assert_eq!(body["source"], "Dapr");
+    assert_eq!(delivery.headers["content-type"], "application/cloudevents+json");
+    sidecar.stop().await;
+    cleanup(&[&topic]).await;
+}
+
+#[tokio::test]
+async fn the_in_memory_component_delivers_in_order_within_one_sidecar() {
+    let topic = unique("memory");
+    let app = TestApp::start(json!([{"pubsubname": "pubsub", "topic": topic, "route": "/in"}])).await;
+    let resources = TempDir::new();
+    resources.write(
+        "pubsub.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n  metadata: []\n",
+    );
+    let sidecar = RunningSidecar::start(sidecar_config(&unique("memory-app"), Some(&app), &resources)).await;
+    for n in 0..20 {
+        assert_eq!(sidecar.publish(&topic, "application/json", &json!({"n": n}).to_string()).await.status(), 204);
+    }
+    let deliveries = app.wait_for_deliveries(20).await;
+    let order: Vec<i64> = deliveries.iter().map(|d| d.json()["data"]["n"].as_i64().unwrap()).collect();
+    assert_eq!(order, (0..20).collect::<Vec<_>>(), "one delivery at a time, in publish order");
+    sidecar.stop().await;
+}

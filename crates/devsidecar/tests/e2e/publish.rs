@@ -128,3 +128,98 @@ async fn metadata_lists_components_and_subscriptions() {
     assert_eq!(app.subscribe_headers().unwrap()["dapr-app-id"], app_id.as_str());
     sidecar.stop().await;
 }
+
+/// The stream entries of `topic`, as envelopes.
+async fn stored_envelopes(topic: &str) -> Vec<Value> {
+    let mut redis = crate::helpers::redis().await;
+    let entries: redis::streams::StreamRangeReply = redis::AsyncCommands::xrange_all(&mut redis, topic).await.unwrap();
+    let _: () = redis::AsyncCommands::del(&mut redis, topic).await.unwrap();
+    entries
+        .ids
+        .iter()
+        .map(|entry| match entry.map.get("data") {
+            Some(redis::Value::BulkString(bytes)) => serde_json::from_slice(bytes).unwrap_or(Value::Null),
+            other => panic!("no data field: {other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn envelopes_follow_daprds_rules_per_content_type() {
+    let (sidecar, _resources) = sidecar_without_app(None).await;
+    let topic = unique("envelopes");
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let publish = |content_type: Option<&'static str>, body: &'static str, query: &'static str| {
+        let mut request = sidecar.http.post(format!("{}/v1.0/publish/pubsub/{topic}{query}", sidecar.url)).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        async move { assert_eq!(request.header("traceparent", traceparent).send().await.unwrap().status(), 204) }
+    };
+    publish(Some("application/json"), r#"{"a":1}"#, "").await;
+    publish(None, r#"{"a":1}"#, "").await;
+    publish(Some("application/octet-stream"), "hi", "").await;
+    publish(
+        Some("application/cloudevents+json"),
+        r#"{"id":"mine","source":"s","type":"t","specversion":"1.0","data":1}"#,
+        "",
+    )
+    .await;
+    publish(Some("application/json"), "1", "?metadata.cloudevent.id=custom&metadata.ttlInSeconds=60").await;
+    publish(Some("text/plain"), "raw bytes", "?metadata.rawPayload=true").await;
+
+    let stored = stored_envelopes(&topic).await;
+    assert_eq!(stored[0]["data"], json!({"a": 1}));
+    assert_eq!(stored[0]["traceparent"], traceparent);
+    assert_eq!(stored[0]["topic"], topic.as_str());
+    assert_eq!(stored[1]["data"], r#"{"a":1}"#, "without a content type JSON arrives as a string");
+    assert_eq!(stored[1]["datacontenttype"], "text/plain");
+    assert_eq!(stored[2]["data_base64"], "aGk=");
+    assert_eq!(stored[3]["id"], "mine");
+    assert_eq!(stored[3]["traceparent"], traceparent, "a CloudEvent without traceid gets the request's trace");
+    assert_eq!(stored[4]["id"], "custom");
+    assert!(stored[4]["expiration"].is_string());
+    assert_eq!(stored[5], Value::Null, "a raw payload is stored as sent, not as JSON");
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn bulk_publish_wraps_each_entry_and_rejects_bad_bodies() {
+    let (sidecar, _resources) = sidecar_without_app(None).await;
+    let topic = unique("bulk");
+    for (path, n) in [("v1.0/publish/bulk", 1), ("v1.0-alpha1/publish/bulk", 2)] {
+        let entries = json!([
+            {"entryId": "a", "event": {"n": n}, "contentType": "application/json"},
+            {"entryId": "b", "event": "text", "contentType": "text/plain"}
+        ]);
+        let response =
+            sidecar.http.post(format!("{}/{path}/pubsub/{topic}", sidecar.url)).json(&entries).send().await.unwrap();
+        assert_eq!(response.status(), 204, "{path}");
+    }
+    let duplicate = json!([{"entryId": "a", "event": 1, "contentType": "application/json"},
+                           {"entryId": "a", "event": 2, "contentType": "application/json"}]);
+    let response = sidecar
+        .http
+        .post(format!("{}/v1.0/publish/bulk/pubsub/{topic}", sidecar.url))
+        .json(&duplicate)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(response.json::<Value>().await.unwrap()["errorCode"], "ERR_PUBSUB_EVENTS_SER");
+    let not_array =
+        sidecar.http.post(format!("{}/v1.0/publish/bulk/pubsub/{topic}", sidecar.url)).body("{}").send().await.unwrap();
+    assert_eq!(not_array.status(), 400);
+    let unknown =
+        sidecar.http.post(format!("{}/v1.0/publish/bulk/nope/{topic}", sidecar.url)).body("[]").send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+
+    let mut stored = stored_envelopes(&topic).await;
+    assert_eq!(stored.len(), 4);
+    stored.sort_by_key(|e| e["data"].to_string());
+    let ids: std::collections::HashSet<_> = stored.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids.len(), 4, "every entry gets an id of its own");
+    assert_eq!(stored.iter().filter(|e| e["data"] == "text").count(), 2);
+    assert!(stored.iter().any(|e| e["data"] == json!({"n": 1})) && stored.iter().any(|e| e["data"] == json!({"n": 2})));
+    sidecar.stop().await;
+}
