@@ -101,7 +101,15 @@ impl Deliverer {
         let started = tokio::time::Instant::now();
         let mut retries = 0u32;
         loop {
+            // An open breaker fails the delivery at once and ends the retry loop.
+            if let Some(Err(open)) = self.inbound.breaker.as_ref().map(|b| b.admit()) {
+                tracing::warn!(topic = %message.topic, retries, "delivery refused: {open}");
+                return self.dead_letter_or_fail(subscription, message, &open.to_string()).await;
+            }
             let verdict = self.attempt(path, body.clone(), headers).await;
+            if let Some(breaker) = &self.inbound.breaker {
+                breaker.record(!matches!(verdict, AppVerdict::Retry { .. }));
+            }
             let (reason, status) = match verdict {
                 AppVerdict::Success => return Ok(()),
                 AppVerdict::Drop => {
@@ -198,6 +206,9 @@ pub async fn publish_with_policy(
     let started = tokio::time::Instant::now();
     let mut retries = 0u32;
     loop {
+        if let Some(Err(open)) = policy.breaker.as_ref().map(|b| b.admit()) {
+            return Err(open.to_string());
+        }
         let attempt = broker.publish(topic, data.clone(), metadata);
         let result = match policy.timeout {
             None => attempt.await.map_err(|e| e.to_string()),
@@ -206,6 +217,9 @@ pub async fn publish_with_policy(
                 Err(_) => Err(format!("timed out after {limit:?}")),
             },
         };
+        if let Some(breaker) = &policy.breaker {
+            breaker.record(result.is_ok());
+        }
         let Err(error) = result else { return Ok(()) };
         match policy.retry.as_ref().filter(|r| r.should_retry(retries, None, started.elapsed())) {
             Some(schedule) => {

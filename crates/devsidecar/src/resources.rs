@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value as Yaml;
 
 use crate::duration::parse_go_duration;
+use crate::policy::CircuitBreaker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
@@ -315,13 +316,22 @@ pub struct RetrySpec {
     pub matching_http: Vec<(u16, u16)>,
 }
 
-/// One Resiliency document, durations parsed and ranges checked.
+/// A circuit breaker policy; what it leaves out gets gobreaker's defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerSpec {
+    pub max_requests: Option<u32>,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub trip: Option<String>,
+}
+
+/// One Resiliency document, durations parsed, ranges checked, trip expressions compiled.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResiliencySpec {
     pub name: String,
     pub timeouts: BTreeMap<String, Duration>,
     pub retries: BTreeMap<String, RetrySpec>,
-    pub circuit_breakers: Vec<String>,
+    pub circuit_breakers: BTreeMap<String, BreakerSpec>,
     components: BTreeMap<String, (Option<PolicyRefs>, Option<PolicyRefs>)>,
 }
 
@@ -336,6 +346,7 @@ pub enum Direction {
 pub struct ResolvedPolicy {
     pub timeout: Option<Duration>,
     pub retry: Option<RetrySpec>,
+    pub circuit_breaker: Option<BreakerSpec>,
 }
 
 /// The policy daprd applies to `component` in `direction`: its `targets.components` entry when
@@ -345,30 +356,26 @@ pub fn policy_for_component(resiliencies: &[ResiliencySpec], component: &str, di
     let target = resiliencies.iter().find_map(|r| r.components.get(component));
     let retry_named = |name: &str| resiliencies.iter().find_map(|r| r.retries.get(name)).cloned();
     let timeout_named = |name: &str| resiliencies.iter().find_map(|r| r.timeouts.get(name)).copied();
+    let breaker_named = |name: &str| resiliencies.iter().find_map(|r| r.circuit_breakers.get(name)).cloned();
     if let Some((inbound, outbound)) = target {
         let refs = match direction {
             Direction::Inbound => inbound,
             Direction::Outbound => outbound,
         };
         let Some(refs) = refs else { return ResolvedPolicy::default() };
-        let retry = refs.retry.as_deref().and_then(|name| {
-            let found = retry_named(name);
-            if found.is_none() {
-                tracing::warn!(component, retry = name, "resiliency target names an undefined retry policy");
+        let timeout = refs.timeout.as_deref().and_then(|name| timeout_named(name));
+        let retry = refs.retry.as_deref().and_then(|name| retry_named(name));
+        let circuit_breaker = refs.circuit_breaker.as_deref().and_then(|name| breaker_named(name));
+        for (kind, name, found) in [
+            ("timeout", &refs.timeout, timeout.is_some()),
+            ("retry", &refs.retry, retry.is_some()),
+            ("circuit breaker", &refs.circuit_breaker, circuit_breaker.is_some()),
+        ] {
+            if let (Some(name), false) = (name, found) {
+                tracing::warn!(component, policy = %name, "resiliency target names an undefined {kind} policy");
             }
-            found
-        });
-        let timeout = refs.timeout.as_deref().and_then(|name| {
-            let found = timeout_named(name);
-            if found.is_none() {
-                tracing::warn!(component, timeout = name, "resiliency target names an undefined timeout");
-            }
-            found
-        });
-        if refs.circuit_breaker.is_some() {
-            tracing::warn!(component, "circuit breakers are not enforced by the dev sidecar");
         }
-        return ResolvedPolicy { timeout, retry };
+        return ResolvedPolicy { timeout, retry, circuit_breaker };
     }
     let way = match direction {
         Direction::Inbound => "Inbound",
@@ -385,6 +392,7 @@ pub fn policy_for_component(resiliencies: &[ResiliencySpec], component: &str, di
     ResolvedPolicy {
         timeout: defaults("Timeout").iter().find_map(|name| timeout_named(name)),
         retry: defaults("Retry").iter().find_map(|name| retry_named(name)),
+        circuit_breaker: defaults("CircuitBreaker").iter().find_map(|name| breaker_named(name)),
     }
 }
 
@@ -885,26 +893,32 @@ fn resiliency(document: &Document, doc: ResiliencyDoc) -> Result<ResiliencySpec,
             },
         );
     }
+    let mut circuit_breakers = BTreeMap::new();
     for (policy, breaker) in &doc.spec.policies.circuit_breakers {
-        for (suffix, value) in [("interval", &breaker.interval), ("timeout", &breaker.timeout)] {
-            if let Some(value) = value {
-                duration(format!("spec.policies.circuitBreakers.{policy}.{suffix}"), value)?;
-            }
-        }
-        let _ = (breaker.max_requests, &breaker.trip);
+        let field = |suffix: &str| format!("spec.policies.circuitBreakers.{policy}.{suffix}");
+        let spec = BreakerSpec {
+            max_requests: breaker
+                .max_requests
+                .map(|n| {
+                    u32::try_from(n).map_err(|_| {
+                        field_error(document, &name, &field("maxRequests"), format!("{n} is out of range"))
+                    })
+                })
+                .transpose()?,
+            interval: breaker.interval.as_deref().map(|d| duration(field("interval"), d)).transpose()?,
+            timeout: breaker.timeout.as_deref().map(|d| duration(field("timeout"), d)).transpose()?,
+            trip: breaker.trip.clone(),
+        };
+        CircuitBreaker::new(spec.max_requests, spec.interval, spec.timeout, spec.trip.as_deref())
+            .map_err(|detail| field_error(document, &name, &field("trip"), detail))?;
+        circuit_breakers.insert(policy.clone(), spec);
     }
     if !doc.spec.targets.apps.is_empty() || !doc.spec.targets.actors.is_empty() {
         tracing::debug!(resiliency = %name, "app and actor targets do not apply to pub/sub");
     }
     let components =
         doc.spec.targets.components.into_iter().map(|(component, t)| (component, (t.inbound, t.outbound))).collect();
-    Ok(ResiliencySpec {
-        name,
-        timeouts,
-        retries,
-        circuit_breakers: doc.spec.policies.circuit_breakers.into_keys().collect(),
-        components,
-    })
+    Ok(ResiliencySpec { name, timeouts, retries, circuit_breakers, components })
 }
 
 /// `"500-599,429"`: codes and inclusive ranges of HTTP statuses (100–599).
@@ -1140,5 +1154,10 @@ spec:
         let other_in = policy_for_component(&resources.resiliencies, "other", Direction::Inbound).retry.unwrap();
         assert_eq!((other_in.duration, other_in.max_retries), (Duration::from_secs(1), 3));
         assert_eq!(parse_status_ranges("600"), Err("\"600\" is not an HTTP status code".into()));
+
+        let dir = Dir::new();
+        dir.write("cb.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata: {name: r}\nspec:\n  policies:\n    circuitBreakers:\n      pubsubCB: {maxRequests: 1, timeout: 30s, trip: consecutiveFailures >}\n  targets: {}\n");
+        let error = dir.load("todo").unwrap_err().to_string();
+        assert!(error.contains("spec.policies.circuitBreakers.pubsubCB.trip"), "{error}");
     }
 }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppChannel, ProgrammaticSubscription};
 use crate::delivery::{ActiveSubscription, Deliverer, SubscriptionKind};
-use crate::policy::{Backoff, Policy, RetrySchedule};
+use crate::policy::{Backoff, CircuitBreaker, Policy, RetrySchedule};
 use crate::pubsub::memory::InMemory;
 use crate::pubsub::redis_streams::{RedisSettings, RedisStreams};
 use crate::pubsub::{Broker, BrokerError};
@@ -341,6 +341,10 @@ fn policy_from(resolved: resources::ResolvedPolicy) -> Policy {
             },
             max_retries: retry.max_retries,
             matching_http: retry.matching_http,
+        }),
+        // The trip expression compiled when the Resiliency was loaded, so this cannot fail.
+        breaker: resolved.circuit_breaker.and_then(|spec| {
+            CircuitBreaker::new(spec.max_requests, spec.interval, spec.timeout, spec.trip.as_deref()).ok().map(Arc::new)
         }),
     }
 }

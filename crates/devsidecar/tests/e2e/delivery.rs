@@ -348,3 +348,41 @@ async fn the_in_memory_component_delivers_in_order_within_one_sidecar() {
     assert_eq!(order, (0..20).collect::<Vec<_>>(), "one delivery at a time, in publish order");
     sidecar.stop().await;
 }
+
+#[tokio::test]
+async fn an_open_circuit_breaker_sends_deliveries_straight_to_the_dead_letter_topic() {
+    let topic = unique("breaker");
+    let dead = format!("{topic}-dlq");
+    // No subscriber on the dead-letter topic: it would go through the same component's open
+    // breaker (as in daprd). We read the dead-letter stream instead.
+    let app =
+        TestApp::start(json!([{"pubsubname": "pubsub", "topic": topic, "route": "/in", "deadLetterTopic": dead}]))
+            .await;
+    let failure = (StatusCode::INTERNAL_SERVER_ERROR, String::new());
+    app.answer_next([failure.clone(), failure]);
+    let resources = TempDir::new();
+    // One worker, so the two messages are handled one after the other.
+    resources.write("pubsub.yaml", &redis_component("  - name: concurrency\n    value: \"1\"\n"));
+    resources.write(
+        "resiliency.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: breaker\nspec:\n  policies:\n    retries:\n      quick: {policy: constant, duration: 10ms, maxRetries: 5}\n    circuitBreakers:\n      appCB: {maxRequests: 1, timeout: 60s, trip: consecutiveFailures > 1}\n  targets:\n    components:\n      pubsub:\n        inbound: {retry: quick, circuitBreaker: appCB}\n",
+    );
+    let sidecar = RunningSidecar::start(sidecar_config(&unique("breaker-app"), Some(&app), &resources)).await;
+    sidecar.publish(&topic, "application/json", r#"{"n":1}"#).await;
+    sidecar.publish(&topic, "application/json", r#"{"n":2}"#).await;
+    let redis = redis().await;
+    let dead_letters = crate::helpers::eventually("both messages in the dead-letter stream", || async {
+        let entries: redis::streams::StreamRangeReply =
+            redis::AsyncCommands::xrange_all(&mut redis.clone(), &dead).await.ok()?;
+        (entries.ids.len() == 2).then_some(entries.ids)
+    })
+    .await;
+    assert_eq!(dead_letters.len(), 2);
+    sidecar.stop().await;
+    assert_eq!(
+        app.deliveries().len(),
+        2,
+        "two failures opened the breaker: the retries of the first message and the second message never reached the app"
+    );
+    cleanup(&[&topic, &dead]).await;
+}
