@@ -363,9 +363,9 @@ pub fn policy_for_component(resiliencies: &[ResiliencySpec], component: &str, di
             Direction::Outbound => outbound,
         };
         let Some(refs) = refs else { return ResolvedPolicy::default() };
-        let timeout = refs.timeout.as_deref().and_then(|name| timeout_named(name));
-        let retry = refs.retry.as_deref().and_then(|name| retry_named(name));
-        let circuit_breaker = refs.circuit_breaker.as_deref().and_then(|name| breaker_named(name));
+        let timeout = refs.timeout.as_deref().and_then(&timeout_named);
+        let retry = refs.retry.as_deref().and_then(&retry_named);
+        let circuit_breaker = refs.circuit_breaker.as_deref().and_then(&breaker_named);
         for (kind, name, found) in [
             ("timeout", &refs.timeout, timeout.is_some()),
             ("retry", &refs.retry, retry.is_some()),
