@@ -72,6 +72,15 @@ impl RedisSettings {
             let _ = url.set_password(Some(password));
         }
         url.set_path(&format!("/{}", get("redisDB").map(|db| parse_number("redisDB", db)).transpose()?.unwrap_or(0)));
+        // The redis crate's way of saying "do not verify the server certificate".
+        if tls
+            && get("insecureSkipTLSVerify")
+                .map(|v| parse_flag("insecureSkipTLSVerify", v))
+                .transpose()?
+                .unwrap_or(false)
+        {
+            url.set_fragment(Some("insecure"));
+        }
 
         // redeliverInterval is read as integer milliseconds only; daprd ignores a duration
         // string such as "30s" and keeps its default (contract §5.3, by code reading).
@@ -150,6 +159,10 @@ struct WorkerPool {
 
 impl RedisStreams {
     pub async fn connect(settings: RedisSettings) -> Result<Self, BrokerError> {
+        if settings.url.starts_with("rediss://") {
+            // rustls needs a process-wide crypto provider; another component may have set it.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let client = redis::Client::open(settings.url.as_str())?;
         let commands = client.get_multiplexed_async_connection().await?;
         let (queue, receiver) = mpsc::channel(settings.queue_depth);

@@ -8,3 +8,4 @@ mod delivery;
 mod processes;
 mod publish;
 mod redis_layout;
+mod tls;
