@@ -1,6 +1,10 @@
 //! daprd's HTTP API, pub/sub part (contract §1, §8): publish and bulk publish with daprd's
 //! envelope rules, status codes and error JSON; health; metadata; the API-token check.
 
+// Helpers return the error response to send (the axum idiom); it is built once per failed
+// request, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -125,35 +129,29 @@ fn request_metadata(query: Option<&str>) -> BTreeMap<String, String> {
 }
 
 /// The checks daprd runs before touching the body: pubsub exists, topic not empty.
-fn resolve<'a>(state: &'a SidecarState, pubsub: &str, topic: &str) -> Result<&'a Arc<Component>, Box<Response>> {
+fn resolve<'a>(state: &'a SidecarState, pubsub: &str, topic: &str) -> Result<&'a Arc<Component>, Response> {
     if pubsub.is_empty() {
-        return Err(Box::new(dapr_error(
+        return Err(dapr_error(
             StatusCode::NOT_FOUND,
             "ERR_PUBSUB_EMPTY",
             "pubsub name is empty",
             "DAPR_PUBSUB_NAME_EMPTY",
             None,
-        )));
+        ));
     }
     let Some(component) = state.components.get(pubsub) else {
         let message = format!("pubsub {pubsub} is not found");
-        return Err(Box::new(dapr_error(
-            StatusCode::NOT_FOUND,
-            "ERR_PUBSUB_NOT_FOUND",
-            &message,
-            "DAPR_PUBSUB_NOT_FOUND",
-            None,
-        )));
+        return Err(dapr_error(StatusCode::NOT_FOUND, "ERR_PUBSUB_NOT_FOUND", &message, "DAPR_PUBSUB_NOT_FOUND", None));
     };
     if topic.is_empty() {
         let message = format!("topic is empty in pubsub {pubsub}");
-        return Err(Box::new(dapr_error(
+        return Err(dapr_error(
             StatusCode::NOT_FOUND,
             "ERR_TOPIC_NAME_EMPTY",
             &message,
             "DAPR_PUBSUB_TOPIC_NAME_EMPTY",
             None,
-        )));
+        ));
     }
     Ok(component)
 }
@@ -164,9 +162,82 @@ fn envelope_error(error: &EnvelopeError, pubsub: &str) -> Response {
     dapr_error(status, code, &error.to_string(), reason, Some(pubsub))
 }
 
-fn forbidden(state: &SidecarState, pubsub: &str, topic: &str) -> Response {
-    let message = format!("topic {topic} is not allowed for app id {}", state.app_id);
-    dapr_error(StatusCode::FORBIDDEN, "ERR_PUBSUB_FORBIDDEN", &message, "DAPR_PUBSUB_FORBIDDEN", Some(pubsub))
+/// What both publish routes read before the body (contract §1.2 steps 1–3): the component,
+/// the `metadata.*` parameters (a bad `rawPayload` refused here) and the caller's trace context.
+struct PublishRequest {
+    pubsub: String,
+    topic: String,
+    component: Arc<Component>,
+    metadata: BTreeMap<String, String>,
+    raw: bool,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+}
+
+impl PublishRequest {
+    fn read(
+        state: &SidecarState,
+        raw_path: &RawPathParams,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<Self, Response> {
+        let (pubsub, topic) = path_params(raw_path);
+        let component = resolve(state, &pubsub, &topic)?.clone();
+        let metadata = request_metadata(query);
+        let raw = envelope::is_raw_payload(&metadata).map_err(|error| envelope_error(&error, &pubsub))?;
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok(Self {
+            traceparent: header("traceparent"),
+            tracestate: header("tracestate"),
+            pubsub,
+            topic,
+            component,
+            metadata,
+            raw,
+        })
+    }
+
+    /// The bytes to store for one message (the envelope, or the body when raw).
+    fn envelope(
+        &self,
+        state: &SidecarState,
+        content_type: Option<&str>,
+        body: &[u8],
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<Vec<u8>, Response> {
+        let input = PublishInput {
+            pubsub_name: &self.pubsub,
+            topic: &self.topic,
+            content_type,
+            body,
+            metadata,
+            traceparent: self.traceparent.as_deref(),
+            tracestate: self.tracestate.as_deref(),
+            app_id: &state.app_id,
+        };
+        envelope::build_envelope(&input, chrono::Local::now()).map_err(|error| envelope_error(&error, &self.pubsub))
+    }
+
+    /// Topic scoping (contract §2.5): 403 for a topic this app may not publish to.
+    fn check_scopes(&self, state: &SidecarState) -> Result<(), Response> {
+        if self.component.scopes.allows(Operation::Publish, &state.app_id, &self.topic) {
+            return Ok(());
+        }
+        let message = format!("topic {} is not allowed for app id {}", self.topic, state.app_id);
+        Err(dapr_error(
+            StatusCode::FORBIDDEN,
+            "ERR_PUBSUB_FORBIDDEN",
+            &message,
+            "DAPR_PUBSUB_FORBIDDEN",
+            Some(&self.pubsub),
+        ))
+    }
+
+    /// One component publish under the outbound policy.
+    async fn publish(&self, data: Vec<u8>, metadata: &BTreeMap<String, String>) -> Result<(), String> {
+        publish_with_policy(&self.component.broker, &self.component.outbound, &self.topic, Bytes::from(data), metadata)
+            .await
+    }
 }
 
 /// `POST|PUT /v1.0/publish/{pubsub}/{topic…}` (contract §1.2).
@@ -177,44 +248,30 @@ async fn publish(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (pubsub, topic) = path_params(&raw_path);
-    let component = match resolve(&state, &pubsub, &topic) {
-        Ok(component) => component,
-        Err(response) => return *response,
+    let request = match PublishRequest::read(&state, &raw_path, query.as_deref(), &headers) {
+        Ok(request) => request,
+        Err(response) => return response,
     };
-    let metadata = request_metadata(query.as_deref());
-    let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let input = PublishInput {
-        pubsub_name: &pubsub,
-        topic: &topic,
-        content_type: header(header::CONTENT_TYPE),
-        body: &body,
-        metadata: &metadata,
-        traceparent: headers.get("traceparent").and_then(|v| v.to_str().ok()),
-        tracestate: headers.get("tracestate").and_then(|v| v.to_str().ok()),
-        app_id: &state.app_id,
-    };
-    if let Err(error) = envelope::is_raw_payload(&metadata) {
-        return envelope_error(&error, &pubsub);
-    }
-    let data = match envelope::build_envelope(&input, chrono::Local::now()) {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let data = match request.envelope(&state, content_type, &body, &request.metadata) {
         Ok(data) => data,
-        Err(error) => return envelope_error(&error, &pubsub),
+        Err(response) => return response,
     };
-    if !component.scopes.allows(Operation::Publish, &state.app_id, &topic) {
-        return forbidden(&state, &pubsub, &topic);
+    if let Err(response) = request.check_scopes(&state) {
+        return response;
     }
-    match publish_with_policy(&component.broker, &component.outbound, &topic, Bytes::from(data), &metadata).await {
+    match request.publish(data, &request.metadata).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => {
-            let message = format!("error when publishing to topic {topic} in pubsub {pubsub}: {error}");
+            let message =
+                format!("error when publishing to topic {} in pubsub {}: {error}", request.topic, request.pubsub);
             tracing::warn!(%message, "publish failed");
             dapr_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "ERR_PUBSUB_PUBLISH_MESSAGE",
                 &message,
                 "DAPR_PUBSUB_PUBLISH_MESSAGE",
-                Some(&pubsub),
+                Some(&request.pubsub),
             )
         }
     }
@@ -263,15 +320,10 @@ async fn bulk_publish(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (pubsub, topic) = path_params(&raw_path);
-    let component = match resolve(&state, &pubsub, &topic) {
-        Ok(component) => component.clone(),
-        Err(response) => return *response,
+    let request = match PublishRequest::read(&state, &raw_path, query.as_deref(), &headers) {
+        Ok(request) => request,
+        Err(response) => return response,
     };
-    let url_metadata = request_metadata(query.as_deref());
-    if let Err(error) = envelope::is_raw_payload(&url_metadata) {
-        return envelope_error(&error, &pubsub);
-    }
     let Ok(entries) = serde_json::from_slice::<Vec<BulkEntry>>(&body) else {
         return bulk_error(
             "DAPR_PUBSUB_UNMARSHAL_EVENTS",
@@ -292,40 +344,26 @@ async fn bulk_publish(
         // metadata object (contract §1.8).
         let metadata = match &entry.metadata {
             None => BTreeMap::new(),
-            Some(own) => url_metadata.clone().into_iter().chain(own.clone()).collect(),
+            Some(own) => request.metadata.clone().into_iter().chain(own.clone()).collect(),
         };
-        let input = PublishInput {
-            pubsub_name: &pubsub,
-            topic: &topic,
-            content_type: entry.content_type.as_deref(),
-            body: &event,
-            metadata: &metadata,
-            traceparent: headers.get("traceparent").and_then(|v| v.to_str().ok()),
-            tracestate: headers.get("tracestate").and_then(|v| v.to_str().ok()),
-            app_id: &state.app_id,
-        };
-        let data = if envelope::is_raw_payload(&url_metadata).unwrap_or(false) {
-            event.clone()
+        let data = if request.raw {
+            event
         } else {
-            match envelope::build_envelope(&input, chrono::Local::now()) {
+            match request.envelope(&state, entry.content_type.as_deref(), &event, &metadata) {
                 Ok(data) => data,
-                Err(error) => return envelope_error(&error, &pubsub),
+                Err(response) => return response,
             }
         };
         prepared.push((entry_id, data, metadata));
     }
-    if !component.scopes.allows(Operation::Publish, &state.app_id, &topic) {
-        return forbidden(&state, &pubsub, &topic);
+    if let Err(response) = request.check_scopes(&state) {
+        return response;
     }
+    let request = &request;
     let failures: Vec<Value> = futures::stream::iter(prepared)
-        .map(|(entry_id, data, metadata)| {
-            let (component, topic) = (component.clone(), topic.clone());
-            async move {
-                let published =
-                    publish_with_policy(&component.broker, &component.outbound, &topic, Bytes::from(data), &metadata)
-                        .await;
-                published.err().map(|error| json!({"entryId": entry_id, "error": error}))
-            }
+        .map(|(entry_id, data, metadata)| async move {
+            let published = request.publish(data, &metadata).await;
+            published.err().map(|error| json!({"entryId": entry_id, "error": error}))
         })
         .buffer_unordered(100)
         .filter_map(|failure| async move { failure })
