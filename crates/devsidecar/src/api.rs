@@ -25,6 +25,9 @@ use crate::envelope::{self, EnvelopeError, PublishInput};
 use crate::scopes::Operation;
 use crate::sidecar::{Component, SidecarState};
 
+/// daprd's default `--max-body-size` (4Mi).
+pub const MAX_BODY_SIZE: usize = 4 * 1024 * 1024;
+
 pub fn router(state: Arc<SidecarState>) -> Router {
     let publish_route = post(publish).put(publish);
     let bulk_route = post(bulk_publish).put(bulk_publish);
@@ -39,6 +42,8 @@ pub fn router(state: Arc<SidecarState>) -> Router {
         .route("/v1.0/metadata", get(metadata))
         .route("/v1.0/metadata/{key}", put(set_extended_metadata))
         .layer(axum::middleware::from_fn_with_state(state.clone(), check_api_token))
+        // daprd's --max-body-size default; axum's own default (2 MiB) would refuse what daprd takes.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_SIZE))
         .with_state(state)
 }
 

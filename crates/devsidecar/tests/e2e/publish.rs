@@ -45,6 +45,10 @@ async fn publish_answers_with_daprds_codes_and_error_bodies() {
     assert_eq!(body["errorCode"], "ERR_PUBSUB_REQUEST_METADATA");
     assert_eq!(body["details"][1]["resource_name"], "pubsub");
 
+    // daprd takes bodies up to 4 MiB by default.
+    let large = format!("\"{}\"", "x".repeat(3 * 1024 * 1024));
+    assert_eq!(sidecar.publish(&topic, "application/json", &large).await.status(), 204);
+
     let not_object = sidecar.publish(&topic, "application/cloudevents+json", "[1,2]").await;
     assert_eq!(not_object.status(), 500);
     assert_eq!(not_object.json::<Value>().await.unwrap()["errorCode"], "ERR_PUBSUB_CLOUD_EVENTS_SER");
