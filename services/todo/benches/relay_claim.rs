@@ -94,7 +94,7 @@ async fn bench_backend(scratch: &mut Scratch, config: &Config, results: &mut Vec
     let backend = scratch.name();
     println!("\n== {backend} ==");
 
-    let full = Database::connect(&scratch.fresh_database("full").await?, 10).await.context("connecting")?;
+    let full = todo::db::connect(&scratch.fresh_database("full").await?, 10).await.context("connecting")?;
     insert_published(&full, config.published_rows).await?;
     analyze(&full).await?;
     insert_pending(&full, config.pending_rows).await?;
@@ -106,7 +106,7 @@ async fn bench_backend(scratch: &mut Scratch, config: &Config, results: &mut Vec
     results.push(run_scenario(&full, backend, config.published_rows, "with the pending rows").await?);
     full.close().await;
 
-    let empty = Database::connect(&scratch.fresh_database("empty").await?, 10).await.context("connecting")?;
+    let empty = todo::db::connect(&scratch.fresh_database("empty").await?, 10).await.context("connecting")?;
     analyze(&empty).await?;
     insert_pending(&empty, config.pending_rows).await?;
     results.push(run_scenario(&empty, backend, 0, "before the pending rows").await?);

@@ -318,7 +318,7 @@ async fn stub_publish(State(counters): State<Arc<SidecarCounters>>, _body: axum:
 async fn bench_baseline(url: &str, config: &Config, client: &reqwest::Client) -> anyhow::Result<Stats> {
     // Same pool setup as the service (pragmas, single SQLite writer); its migrations run too,
     // which is harmless.
-    let db = Database::connect(url, 10).await.context("connecting the baseline database")?;
+    let db = todo::db::connect(url, 10).await.context("connecting the baseline database")?;
     let collate = if db.backend == Backend::Postgres { r#"COLLATE "C""# } else { "" };
     sqlx::query(&format!(
         "CREATE TABLE bench_baseline (id TEXT {collate} PRIMARY KEY NOT NULL, user_id TEXT NOT NULL, \

@@ -3,8 +3,9 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
+
+use service_kit::env::Env;
 
 use crate::error::{Error, Result};
 
@@ -65,11 +66,10 @@ impl Settings {
     /// Reads settings through `lookup`, so tests can configure without touching the process
     /// environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let data_dir = PathBuf::from(get("DATA_DIR").unwrap_or_else(|| "data".into()));
-        let dapr_port: u16 = parse(&get, "DAPR_HTTP_PORT", 3500)?;
-        let publish_timeout = Duration::from_millis(parse(&get, "RELAY_PUBLISH_TIMEOUT_MS", 5_000)?);
-        let lease = Duration::from_millis(parse(&get, "RELAY_LEASE_MS", 30_000)?);
+        let env = Env::new(lookup);
+        let data_dir = PathBuf::from(env.get("DATA_DIR").unwrap_or_else(|| "data".into()));
+        let publish_timeout = Duration::from_millis(env.parse("RELAY_PUBLISH_TIMEOUT_MS", 5_000)?);
+        let lease = Duration::from_millis(env.parse("RELAY_LEASE_MS", 30_000)?);
         if lease <= publish_timeout * 2 {
             return Err(Error::Config {
                 var: "RELAY_LEASE_MS",
@@ -78,51 +78,34 @@ impl Settings {
                 ),
             });
         }
-        let batch_size = parse(&get, "RELAY_BATCH_SIZE", 100)?;
+        let batch_size = env.parse("RELAY_BATCH_SIZE", 100)?;
         if !(1..=1000).contains(&batch_size) {
             return Err(Error::Config { var: "RELAY_BATCH_SIZE", detail: "must be between 1 and 1000".into() });
         }
         Ok(Self {
-            host: parse(&get, "APP_HOST", IpAddr::from([0, 0, 0, 0]))?,
-            port: parse(&get, "APP_PORT", 8080)?,
-            app_id: get("APP_ID").unwrap_or_else(|| "todo".into()),
-            database_url: get("DATABASE_URL")
+            host: env.parse("APP_HOST", IpAddr::from([0, 0, 0, 0]))?,
+            port: env.parse("APP_PORT", 8080)?,
+            app_id: env.get("APP_ID").unwrap_or_else(|| "todo".into()),
+            database_url: env
+                .get("DATABASE_URL")
                 .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("todo.db").display())),
-            db_max_connections: parse(&get, "DB_MAX_CONNECTIONS", 10)?,
+            db_max_connections: env.parse("DB_MAX_CONNECTIONS", 10)?,
             dapr: DaprSettings {
-                http_endpoint: get("DAPR_HTTP_ENDPOINT").unwrap_or_else(|| format!("http://127.0.0.1:{dapr_port}")),
-                api_token: get("DAPR_API_TOKEN"),
-                pubsub_name: get("PUBSUB_NAME").unwrap_or_else(|| "pubsub".into()),
+                http_endpoint: env.dapr_http_endpoint()?,
+                api_token: env.get("DAPR_API_TOKEN"),
+                pubsub_name: env.get("PUBSUB_NAME").unwrap_or_else(|| "pubsub".into()),
             },
             relay: RelaySettings {
-                enabled: parse(&get, "RELAY_ENABLED", true)?,
+                enabled: env.parse("RELAY_ENABLED", true)?,
                 batch_size,
-                poll_interval: Duration::from_millis(parse(&get, "RELAY_POLL_INTERVAL_MS", 1_000)?),
+                poll_interval: Duration::from_millis(env.parse("RELAY_POLL_INTERVAL_MS", 1_000)?),
                 publish_timeout,
-                retry_initial: Duration::from_millis(parse(&get, "RELAY_RETRY_INITIAL_MS", 200)?),
-                retry_max: Duration::from_millis(parse(&get, "RELAY_RETRY_MAX_MS", 30_000)?),
+                retry_initial: Duration::from_millis(env.parse("RELAY_RETRY_INITIAL_MS", 200)?),
+                retry_max: Duration::from_millis(env.parse("RELAY_RETRY_MAX_MS", 30_000)?),
                 lease,
             },
-            log_json: match get("LOG_FORMAT").as_deref() {
-                None | Some("text") => false,
-                Some("json") => true,
-                Some(other) => {
-                    return Err(Error::Config { var: "LOG_FORMAT", detail: format!("{other:?} is not json or text") });
-                }
-            },
+            log_json: env.log_json()?,
         })
-    }
-}
-
-fn parse<T: FromStr>(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: T) -> Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    match get(var) {
-        None => Ok(default),
-        Some(raw) => {
-            raw.trim().parse().map_err(|e| Error::Config { var, detail: format!("{raw:?} is not valid: {e}") })
-        }
     }
 }
 

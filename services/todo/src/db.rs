@@ -1,168 +1,18 @@
-//! Database connection: SQLite (embedded default) or PostgreSQL, chosen by the URL scheme.
-//!
-//! The service uses sqlx's `Any` driver so that one set of SQL statements serves both backends
-//! (see the migrations for the schema conventions that make that possible). The one place the
-//! SQL differs is row claiming in the relay, which asks [`Backend`].
+//! The todo service's database: the shared connection code (`service_kit::db`: SQLite or
+//! PostgreSQL by URL) with this service's migrations.
 
-use std::path::Path;
-use std::str::FromStr;
-use std::time::Duration;
+use service_kit::db::Migrations;
+pub use service_kit::db::{Backend, Database, column};
+use sqlx::migrate::Migrator;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, ConnectOptions, Executor};
+use crate::error::Result;
 
-use crate::error::{Error, Result};
+static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+pub const MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
 
-/// Two pools over the same database. On PostgreSQL they are the same pool. On SQLite writes go
-/// through a single connection: SQLite allows one writer at a time anyway, and queueing writers
-/// in the pool (instead of letting them collide on the file lock) avoids `SQLITE_BUSY` failures
-/// when a read transaction tries to upgrade to a write.
-#[derive(Debug, Clone)]
-pub struct Database {
-    pub backend: Backend,
-    pub reader: AnyPool,
-    pub writer: AnyPool,
-}
-
-static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
-impl Database {
-    /// Connects, creating the SQLite file (and its directory) on first start, and runs the
-    /// embedded migrations.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
-        sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres
-        } else if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else {
-            return Err(Error::Config {
-                var: "DATABASE_URL",
-                detail: "must start with postgres://, postgresql:// or sqlite:".into(),
-            });
-        };
-        let options = AnyConnectOptions::from_str(url)
-            .map_err(|e| Error::Config { var: "DATABASE_URL", detail: e.to_string() })?
-            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
-        let pool_options = || {
-            AnyPoolOptions::new().acquire_timeout(Duration::from_secs(5)).after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    if conn.backend_name() == "SQLite" {
-                        // WAL lets readers run while the writer commits; NORMAL synchronous is
-                        // durable across application crashes (only an OS crash can lose the
-                        // last commits), and busy_timeout covers other processes on the file.
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
-                        )
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
-        };
-        let database = match backend {
-            Backend::Sqlite => {
-                ensure_sqlite_directory(url)?;
-                let writer = pool_options().max_connections(1).connect_with(with_create(options.clone())?).await?;
-                let reader = pool_options().max_connections(max_connections.max(1)).connect_with(options).await?;
-                Self { backend, reader, writer }
-            }
-            Backend::Postgres => {
-                let pool = pool_options().max_connections(max_connections.max(2)).connect_with(options).await?;
-                Self { backend, reader: pool.clone(), writer: pool }
-            }
-        };
-        database.migrate().await?;
-        Ok(database)
-    }
-
-    async fn migrate(&self) -> Result<()> {
-        let migrator = match self.backend {
-            Backend::Sqlite => &SQLITE_MIGRATOR,
-            Backend::Postgres => &POSTGRES_MIGRATOR,
-        };
-        migrator.run(&self.writer).await?;
-        Ok(())
-    }
-
-    /// For `/readyz`: can we run a statement right now?
-    pub async fn ping(&self) -> Result<()> {
-        self.reader.execute("SELECT 1").await?;
-        Ok(())
-    }
-
-    pub async fn close(&self) {
-        self.writer.close().await;
-        self.reader.close().await;
-    }
-}
-
-/// The writer creates the file if it is missing (`mode=rwc`); readers open it only after the
-/// writer has run the migrations.
-fn with_create(options: AnyConnectOptions) -> Result<AnyConnectOptions> {
-    let mut url = options.database_url.clone();
-    if !url.query_pairs().any(|(k, _)| k == "mode") {
-        url.query_pairs_mut().append_pair("mode", "rwc");
-    }
-    AnyConnectOptions::from_url(&url).map_err(|e| Error::Config { var: "DATABASE_URL", detail: e.to_string() })
-}
-
-fn ensure_sqlite_directory(url: &str) -> Result<()> {
-    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
-    let path = path.split('?').next().unwrap_or("");
-    if path.is_empty() || path == ":memory:" {
-        return Err(Error::Config {
-            var: "DATABASE_URL",
-            detail: "SQLite needs a file (the relay and the API share it through separate connections)".into(),
-        });
-    }
-    if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
-    Ok(())
-}
-
-/// Column decoding for the text-encoded types (see the migrations): ids are canonical UUID
-/// text and timestamps RFC 3339 text on both backends.
-pub mod column {
-    use chrono::{DateTime, Utc};
-    use dapr_events::cloudevent::timestamp;
-    use sqlx::Row;
-    use sqlx::any::AnyRow;
-    use uuid::Uuid;
-
-    fn decode_error(column: &str, source: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
-        sqlx::Error::ColumnDecode { index: column.to_owned(), source: Box::new(source) }
-    }
-
-    pub fn uuid(row: &AnyRow, column: &str) -> Result<Uuid, sqlx::Error> {
-        let text: String = row.try_get(column)?;
-        Uuid::parse_str(&text).map_err(|e| decode_error(column, e))
-    }
-
-    pub fn time(row: &AnyRow, column: &str) -> Result<DateTime<Utc>, sqlx::Error> {
-        let text: String = row.try_get(column)?;
-        timestamp::parse(&text).map_err(|e| decode_error(column, e))
-    }
-
-    pub fn optional_time(row: &AnyRow, column: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-        let text: Option<String> = row.try_get(column)?;
-        text.map(|t| timestamp::parse(&t).map_err(|e| decode_error(column, e))).transpose()
-    }
-
-    pub fn parsed<T: std::str::FromStr>(row: &AnyRow, column: &str) -> Result<T, sqlx::Error>
-    where
-        T::Err: std::fmt::Display,
-    {
-        let text: String = row.try_get(column)?;
-        text.parse().map_err(|e: T::Err| decode_error(column, std::io::Error::other(e.to_string())))
-    }
+/// Connects (creating a SQLite file on first start) and runs the migrations.
+pub async fn connect(url: &str, max_connections: u32) -> Result<Database> {
+    Ok(Database::connect(url, max_connections, MIGRATIONS).await?)
 }

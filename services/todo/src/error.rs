@@ -6,6 +6,9 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use service_kit::db::DbError;
+use service_kit::env::ConfigError;
+
 use crate::http::problem::{FieldError, Problem};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,19 +54,22 @@ impl Error {
     pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Self::Validation(vec![FieldError::new(field, detail)])
     }
+}
 
-    /// Whether the database is unreachable or overloaded (the client may retry), as opposed to
-    /// a statement that failed (a bug on our side).
-    fn is_database_unavailable(error: &sqlx::Error) -> bool {
-        matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
-            || error
-                .as_database_error()
-                .and_then(|e| e.code())
-                // SQLITE_BUSY / SQLITE_LOCKED; PostgreSQL class 57 (operator intervention,
-                // e.g. shutdown) and 53 (insufficient resources).
-                .is_some_and(|code| {
-                    matches!(code.as_ref(), "5" | "6" | "517") || code.starts_with("57") || code.starts_with("53")
-                })
+impl From<DbError> for Error {
+    fn from(error: DbError) -> Self {
+        match error {
+            DbError::Url(detail) => Error::Config { var: "DATABASE_URL", detail },
+            DbError::Database(e) => Error::Database(e),
+            DbError::Migration(e) => Error::Migration(e),
+            DbError::Io(e) => Error::Io(e),
+        }
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(error: ConfigError) -> Self {
+        Error::Config { var: error.var, detail: error.detail }
     }
 }
 
@@ -102,7 +108,7 @@ impl IntoResponse for Error {
                 .errors(vec![FieldError::new("Idempotency-Key", "already used with a different request")]),
             Error::Conflict => Problem::new(StatusCode::CONFLICT, "conflict")
                 .detail("The todo is being changed concurrently; retry the request."),
-            Error::Database(ref e) if Self::is_database_unavailable(e) => {
+            Error::Database(ref e) if service_kit::db::is_unavailable(e) => {
                 tracing::warn!(error = %e, "database unavailable");
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable")
                     .detail("The database is unavailable; retry later.")

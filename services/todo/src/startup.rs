@@ -42,7 +42,7 @@ impl Application {
     /// Connects to the database (running migrations) and binds the port; nothing is served
     /// until [`Application::run_until_stopped`].
     pub async fn build(settings: Settings) -> Result<Self> {
-        let db = Database::connect(&settings.database_url, settings.db_max_connections).await?;
+        let db = crate::db::connect(&settings.database_url, settings.db_max_connections).await?;
         let listener = TcpListener::bind(SocketAddr::new(settings.host, settings.port)).await?;
         let state =
             AppState { db: db.clone(), relay_wakeup: Arc::new(Notify::new()), app_id: settings.app_id.clone().into() };
@@ -158,25 +158,4 @@ fn not_ready(reason: &str) -> Response {
         .into_response()
 }
 
-/// Resolves on Ctrl-C or SIGTERM (what Kubernetes and `dapr run` send).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
-    }
-    tracing::info!("shutdown requested");
-}
+pub use service_kit::telemetry::shutdown_signal;

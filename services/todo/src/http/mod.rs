@@ -3,4 +3,4 @@
 
 pub mod context;
 pub mod extract;
-pub mod problem;
+pub use service_kit::problem;

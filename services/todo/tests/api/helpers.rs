@@ -99,7 +99,7 @@ impl TestDb {
 
     /// A connection of the test's own (migrations run), for inspecting or arranging state.
     pub async fn connect(&self) -> Database {
-        Database::connect(&self.url, 4).await.expect("connect to the test database")
+        todo::db::connect(&self.url, 4).await.expect("connect to the test database")
     }
 }
 
