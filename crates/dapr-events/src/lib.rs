@@ -3,8 +3,9 @@
 //! The services talk to each other only through the Dapr sidecar's HTTP API, so this crate is
 //! the one place that knows the wire format: the CloudEvents 1.0 envelope ([`cloudevent`]), the
 //! event catalog with its payloads and topics ([`catalog`]), the publish client with its health
-//! wait ([`publish`]) and the retry schedule used for anything that talks to the sidecar
-//! ([`backoff`]).
+//! wait ([`publish`]), the subscriber side: subscriptions, SUCCESS/RETRY/DROP answers, the app
+//! token, reading deliveries ([`subscriber`]), and the retry schedule used for anything that
+//! talks to the sidecar ([`backoff`]).
 //!
 //! We do not use the `dapr` crate: its client is gRPC-only and its subscriber macro always
 //! acknowledges, which contradicts the HTTP API and the SUCCESS/RETRY/DROP contract.
@@ -13,6 +14,7 @@ pub mod backoff;
 pub mod catalog;
 pub mod cloudevent;
 pub mod publish;
+pub mod subscriber;
 pub mod trace;
 
 pub use backoff::Backoff;
