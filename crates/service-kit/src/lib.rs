@@ -3,7 +3,11 @@
 //! ([`problem`]), configuration from the environment ([`env`]), logging and graceful shutdown
 //! ([`telemetry`]).
 
+pub mod consumer;
 pub mod db;
 pub mod env;
+pub mod health;
 pub mod problem;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use dapr_events::{DaprPublisher, PublisherConfig};
 use tokio::net::TcpListener;
@@ -120,7 +119,7 @@ impl Application {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(todos::routes())
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(service_kit::health::healthz))
         .route("/readyz", get(readyz))
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
@@ -137,25 +136,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Liveness: the process serves HTTP.
-async fn healthz() -> Response {
-    axum::Json(serde_json::json!({"status": "ok"})).into_response()
-}
-
 /// Readiness: the database answers.
 async fn readyz(State(state): State<AppState>) -> Response {
-    match tokio::time::timeout(std::time::Duration::from_secs(2), state.db.ping()).await {
-        Ok(Ok(())) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
-        Ok(Err(error)) => not_ready(&error.to_string()),
-        Err(_) => not_ready("database ping timed out"),
-    }
-}
-
-fn not_ready(reason: &str) -> Response {
-    tracing::warn!(reason, "not ready");
-    problem::Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready")
-        .detail(format!("The database is not reachable: {reason}"))
-        .into_response()
+    service_kit::health::readiness(&state.db).await
 }
 
 pub use service_kit::telemetry::shutdown_signal;

@@ -5,10 +5,8 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -22,121 +20,8 @@ use todo::{Application, Settings};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-/// Runs each listed test (an `async fn(Backend)`) once on SQLite and once on PostgreSQL.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name($crate::helpers::Backend::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name($crate::helpers::Backend::Postgres).await } )*
-        }
-    };
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// Polls `check` until it yields a value, failing the test after `deadline`.
-pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = tokio::time::Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(started.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-pub const DEADLINE: Duration = Duration::from_secs(20);
-
-/// A database of its own for one test. PostgreSQL databases are dropped when the test ends.
-pub struct TestDb {
-    pub backend: Backend,
-    pub url: String,
-    postgres_name: Option<String>,
-    _sqlite_dir: Option<TempDir>,
-}
-
-fn postgres_admin_url() -> String {
-    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-impl TestDb {
-    pub async fn new(backend: Backend) -> Self {
-        match backend {
-            Backend::Sqlite => {
-                let dir = TempDir::new();
-                let url = format!("sqlite://{}", dir.path.join("todo.db").display());
-                Self { backend, url, postgres_name: None, _sqlite_dir: Some(dir) }
-            }
-            Backend::Postgres => {
-                let admin = postgres_admin_url();
-                let name = format!("todo_test_{}", Uuid::new_v4().simple());
-                sqlx::any::install_default_drivers();
-                let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await.unwrap_or_else(|e| {
-                    panic!("PostgreSQL at {admin} (TEST_POSTGRES_URL) is needed for the postgres tests: {e}")
-                });
-                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
-                let (base, _) = admin.rsplit_once('/').expect("a database URL has a path");
-                Self { backend, url: format!("{base}/{name}"), postgres_name: Some(name), _sqlite_dir: None }
-            }
-        }
-    }
-
-    /// A connection of the test's own (migrations run), for inspecting or arranging state.
-    pub async fn connect(&self) -> Database {
-        todo::db::connect(&self.url, 4).await.expect("connect to the test database")
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let Some(name) = self.postgres_name.take() else { return };
-        // Drop runs outside async context; a short-lived thread with its own runtime does the
-        // cleanup. FORCE disconnects pools the test may not have closed.
-        let admin = postgres_admin_url();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-            runtime.block_on(async {
-                let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await.ok()?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.ok()
-            })
-        })
-        .join();
-    }
-}
-
-pub struct TempDir {
-    pub path: PathBuf,
-}
-
-impl TempDir {
-    pub fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("todo-test-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        Self { path }
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
+pub use service_kit::testing::{Backend, DEADLINE, TestDb, eventually};
 
 /// One publish request as the stand-in sidecar received it.
 #[derive(Debug, Clone)]

@@ -3,6 +3,8 @@
 
 mod helpers;
 
+pub(crate) use service_kit::on_both_backends;
+
 mod events_schema;
 mod outbox;
 mod relay;

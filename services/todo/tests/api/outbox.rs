@@ -93,7 +93,7 @@ mod todo_events_trace {
 /// Makes every insert of an event of `event_type` fail inside the database, after the todo row
 /// of the same transaction was written.
 async fn fail_event_inserts(app: &TestApp, event_type: &str) {
-    let db = app.test_db.connect().await;
+    let db = app.test_db.connect(todo::db::MIGRATIONS).await;
     let statements: Vec<String> = match app.test_db.backend {
         Backend::Sqlite => vec![format!(
             "CREATE TRIGGER reject_event BEFORE INSERT ON outbox_events WHEN NEW.event_type = '{event_type}' \

@@ -1,0 +1,421 @@
+//! What every Dapr consumer needs besides its own effects:
+//!
+//! - exactly-once bookkeeping: [`mark_processed`] records (CloudEvent id, consumer) in the
+//!   transaction of the effect, so a redelivered event changes nothing;
+//! - failure notes: the reason of every non-SUCCESS answer, so a dead letter says why it died
+//!   (daprd forwards the original bytes only);
+//! - the dead-letter store ([`DeadLetters`]): what arrives on the consumer's dead-letter topics,
+//!   with an admin API to list, show, replay (republish to the original topic through the Dapr
+//!   publish API) and discard, and its depth as a Prometheus gauge on `/metrics`.
+//!
+//! The tables live in each consumer's own migrations (same DDL, see `processed_events`,
+//! `delivery_failures` and `dead_letters` there).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::Utc;
+use dapr_events::DaprPublisher;
+use dapr_events::cloudevent::timestamp;
+use dapr_events::publish::CLOUDEVENTS_JSON;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+use uuid::Uuid;
+
+use crate::db::{Database, column, is_unavailable};
+use crate::problem::{FieldError, Problem};
+
+/// Records that `consumer` processed `event_id`, in the caller's transaction. `false` when it
+/// already had: the caller then skips the effect and answers SUCCESS.
+pub async fn mark_processed(conn: &mut AnyConnection, event_id: &str, consumer: &str) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO processed_events (event_id, consumer, processed_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (event_id, consumer) DO NOTHING",
+    )
+    .bind(event_id)
+    .bind(consumer)
+    .bind(timestamp::format(&Utc::now()))
+    .execute(conn)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// Remembers why the delivery of `event_id` failed (the last reason wins), for the dead letter
+/// that may follow. Best effort: the answer to daprd matters more than the note.
+pub async fn note_failure(db: &Database, event_id: &str, reason: &str) {
+    let noted = sqlx::query(
+        "INSERT INTO delivery_failures (event_id, reason, failed_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (event_id) DO UPDATE SET reason = excluded.reason, failed_at = excluded.failed_at",
+    )
+    .bind(event_id)
+    .bind(reason)
+    .bind(timestamp::format(&Utc::now()))
+    .execute(&db.writer)
+    .await;
+    if let Err(error) = noted {
+        tracing::warn!(%error, event_id, "could not note the delivery failure");
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeadLetterStatus {
+    /// Waiting for an operator.
+    Parked,
+    /// Republished to its original topic.
+    Replayed,
+    /// Given up on by an operator; kept for the record.
+    Discarded,
+}
+
+impl DeadLetterStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Parked => "parked",
+            Self::Replayed => "replayed",
+            Self::Discarded => "discarded",
+        }
+    }
+}
+
+/// One dead letter, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    pub id: Uuid,
+    pub event_id: String,
+    /// The topic the event was published to (and is replayed to).
+    pub topic: String,
+    pub event_type: Option<String>,
+    pub reason: Option<String>,
+    pub first_seen: String,
+    pub last_seen: String,
+    /// How often it reached the dead-letter topic (again after a replay that failed again).
+    pub times_seen: i64,
+    pub status: DeadLetterStatus,
+    pub resolved_at: Option<String>,
+    /// The original CloudEvent, exactly as daprd forwarded it.
+    pub event: Value,
+}
+
+const COLUMNS: &str =
+    "id, event_id, topic, event_type, reason, envelope, first_seen, last_seen, times_seen, status, resolved_at";
+
+fn dead_letter(row: &AnyRow) -> Result<DeadLetter, sqlx::Error> {
+    let envelope: String = row.try_get("envelope")?;
+    let status: String = row.try_get("status")?;
+    Ok(DeadLetter {
+        id: column::uuid(row, "id")?,
+        event_id: row.try_get("event_id")?,
+        topic: row.try_get("topic")?,
+        event_type: row.try_get("event_type")?,
+        reason: row.try_get("reason")?,
+        first_seen: row.try_get("first_seen")?,
+        last_seen: row.try_get("last_seen")?,
+        times_seen: row.try_get("times_seen")?,
+        status: serde_json::from_value(Value::String(status)).unwrap_or(DeadLetterStatus::Parked),
+        resolved_at: row.try_get("resolved_at")?,
+        event: serde_json::from_str(&envelope).unwrap_or(Value::String(envelope)),
+    })
+}
+
+/// The dead-letter store of one consumer.
+#[derive(Debug, Clone)]
+pub struct DeadLetters {
+    db: Database,
+}
+
+impl DeadLetters {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// Stores what arrived on a dead-letter topic: the original envelope (its `topic` still
+    /// names the original topic; `original_topic` is the fallback), with the reason noted when
+    /// it failed here. The same event dead-lettered again (after a failed replay) is parked
+    /// again and counted, not duplicated.
+    pub async fn park(&self, body: &[u8], original_topic: &str) -> Result<(), sqlx::Error> {
+        let envelope: Value =
+            serde_json::from_slice(body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
+        let text = |name: &str| envelope.get(name).and_then(Value::as_str).filter(|v| !v.is_empty()).map(str::to_owned);
+        // Without an id (not a CloudEvent) the bytes identify it: a redelivery is the same letter.
+        let event_id = text("id").unwrap_or_else(|| format!("body:{}", Uuid::new_v5(&Uuid::NAMESPACE_OID, body)));
+        let topic = text("topic").unwrap_or_else(|| original_topic.to_owned());
+        let now = timestamp::format(&Utc::now());
+        let reason: Option<String> = sqlx::query_scalar("SELECT reason FROM delivery_failures WHERE event_id = $1")
+            .bind(&event_id)
+            .fetch_optional(&self.db.reader)
+            .await?;
+        sqlx::query(
+            "INSERT INTO dead_letters (id, event_id, topic, event_type, reason, envelope, first_seen, last_seen, \
+             times_seen, status, resolved_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 1, 'parked', NULL) \
+             ON CONFLICT (event_id, topic) DO UPDATE SET last_seen = excluded.last_seen, \
+             times_seen = dead_letters.times_seen + 1, status = 'parked', resolved_at = NULL, \
+             reason = COALESCE(excluded.reason, dead_letters.reason), envelope = excluded.envelope",
+        )
+        .bind(Uuid::now_v7().to_string())
+        .bind(&event_id)
+        .bind(&topic)
+        .bind(text("type"))
+        .bind(reason.as_deref())
+        .bind(envelope.to_string())
+        .bind(&now)
+        .execute(&self.db.writer)
+        .await?;
+        tracing::warn!(event_id, %topic, reason = reason.as_deref().unwrap_or("unknown"), "dead letter parked");
+        Ok(())
+    }
+
+    /// Oldest first, after `after` (the last id of the previous page).
+    pub async fn list(
+        &self,
+        status: Option<DeadLetterStatus>,
+        limit: i64,
+        after: Option<Uuid>,
+    ) -> Result<Vec<DeadLetter>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM dead_letters WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR id > $2) \
+             ORDER BY id LIMIT $3"
+        ))
+        .bind(status.map(DeadLetterStatus::as_str))
+        .bind(after.map(|id| id.to_string()))
+        .bind(limit)
+        .fetch_all(&self.db.reader)
+        .await?;
+        rows.iter().map(dead_letter).collect()
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<DeadLetter>, sqlx::Error> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM dead_letters WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.db.reader)
+            .await?;
+        row.as_ref().map(dead_letter).transpose()
+    }
+
+    async fn resolve(&self, id: Uuid, status: DeadLetterStatus) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE dead_letters SET status = $1, resolved_at = $2 WHERE id = $3")
+            .bind(status.as_str())
+            .bind(timestamp::format(&Utc::now()))
+            .bind(id.to_string())
+            .execute(&self.db.writer)
+            .await?;
+        Ok(())
+    }
+
+    /// Dead letters waiting for an operator: the DLQ depth.
+    pub async fn parked(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM dead_letters WHERE status = 'parked'").fetch_one(&self.db.reader).await
+    }
+}
+
+/// The dead-letter admin API, the dead-letter delivery route and `/metrics` of one consumer.
+#[derive(Clone)]
+pub struct DeadLetterAdmin {
+    pub store: DeadLetters,
+    pub publisher: Arc<DaprPublisher>,
+    /// `ADMIN_TOKEN`: required as `Authorization: Bearer …`; without it the admin API is off.
+    pub admin_token: Option<Arc<str>>,
+    /// The consumer's name, a label of its metrics.
+    pub consumer: Arc<str>,
+}
+
+impl DeadLetterAdmin {
+    /// `GET /admin/dead-letters`, `GET /admin/dead-letters/{id}`,
+    /// `POST /admin/dead-letters/{id}/replay`, `POST /admin/dead-letters/{id}/discard`, and
+    /// `GET /metrics`.
+    pub fn routes(self) -> Router {
+        let admin = Router::new()
+            .route("/admin/dead-letters", get(list))
+            .route("/admin/dead-letters/{id}", get(show))
+            .route("/admin/dead-letters/{id}/replay", post(replay))
+            .route("/admin/dead-letters/{id}/discard", post(discard))
+            .layer(axum::middleware::from_fn_with_state(self.clone(), require_admin_token));
+        Router::new().merge(admin).route("/metrics", get(metrics)).with_state(self)
+    }
+
+    /// The handler of a dead-letter subscription: park what arrives. SUCCESS once stored;
+    /// RETRY when the database is unavailable (the letter is not lost: daprd retries).
+    pub async fn receive(&self, body: &[u8], original_topic: &str) -> dapr_events::subscriber::DeliveryStatus {
+        use dapr_events::subscriber::DeliveryStatus;
+        match self.store.park(body, original_topic).await {
+            Ok(()) => DeliveryStatus::Success,
+            Err(error) => {
+                tracing::error!(%error, topic = original_topic, "could not store a dead letter; asking daprd to retry");
+                DeliveryStatus::Retry
+            }
+        }
+    }
+}
+
+async fn require_admin_token(State(admin): State<DeadLetterAdmin>, request: Request, next: Next) -> Response {
+    let Some(expected) = &admin.admin_token else {
+        return Problem::new(StatusCode::FORBIDDEN, "admin-disabled")
+            .detail("The admin API is disabled: set ADMIN_TOKEN to enable it.")
+            .into_response();
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let matches = presented.is_some_and(|p| {
+        p.len() == expected.len() && p.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    });
+    if !matches {
+        return Problem::new(StatusCode::UNAUTHORIZED, "unauthorized")
+            .detail("Admin routes need `Authorization: Bearer <ADMIN_TOKEN>`.")
+            .errors(vec![FieldError::new("Authorization", "missing or wrong bearer token")])
+            .into_response();
+    }
+    next.run(request).await
+}
+
+fn database_problem(error: &sqlx::Error) -> Response {
+    if is_unavailable(error) {
+        return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            .detail("The database is unavailable.")
+            .into_response();
+    }
+    tracing::error!(%error, "dead-letter query failed");
+    Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal").detail("Internal error.").into_response()
+}
+
+fn not_found(id: Uuid) -> Response {
+    Problem::new(StatusCode::NOT_FOUND, "not-found").detail(format!("No dead letter with id {id}.")).into_response()
+}
+
+fn bad_id() -> Response {
+    Problem::new(StatusCode::BAD_REQUEST, "bad-request")
+        .detail("The id is not a UUID.")
+        .errors(vec![FieldError::new("id", "not a UUID")])
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /admin/dead-letters?status=parked|replayed|discarded&limit=1..100&cursor=`.
+async fn list(
+    State(admin): State<DeadLetterAdmin>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let bad = |field: &str, detail: &str| {
+        Problem::new(StatusCode::BAD_REQUEST, "bad-request")
+            .detail(format!("{field}: {detail}"))
+            .errors(vec![FieldError::new(field, detail)])
+            .into_response()
+    };
+    let Ok(Query(query)) = query else {
+        return bad("query", "unknown or malformed parameters (status, limit, cursor)");
+    };
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(text) => match serde_json::from_value::<DeadLetterStatus>(Value::String(text.to_owned())) {
+            Ok(status) => Some(status),
+            Err(_) => return bad("status", "must be parked, replayed or discarded"),
+        },
+    };
+    let limit = match query.limit.as_deref().map(str::parse::<i64>) {
+        None => 20,
+        Some(Ok(n)) if (1..=100).contains(&n) => n,
+        Some(_) => return bad("limit", "must be a whole number from 1 to 100"),
+    };
+    let after = match query.cursor.as_deref().map(Uuid::parse_str) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => return bad("cursor", "not a cursor from a previous page"),
+    };
+    match admin.store.list(status, limit + 1, after).await {
+        Ok(mut items) => {
+            let more = items.len() as i64 > limit;
+            items.truncate(limit as usize);
+            let next = more.then(|| items.last().map(|d| d.id.to_string())).flatten();
+            Json(serde_json::json!({"items": items, "nextCursor": next})).into_response()
+        }
+        Err(error) => database_problem(&error),
+    }
+}
+
+async fn show(State(admin): State<DeadLetterAdmin>, Path(raw): Path<String>) -> Response {
+    let Ok(id) = Uuid::parse_str(&raw) else { return bad_id() };
+    match admin.store.get(id).await {
+        Ok(Some(letter)) => Json(letter).into_response(),
+        Ok(None) => not_found(id),
+        Err(error) => database_problem(&error),
+    }
+}
+
+/// Republishes the original CloudEvent, unchanged (same id, so consumers that processed it
+/// already skip it), to its original topic through the sidecar; then marks it replayed. A
+/// failed publish leaves it parked and answers 502 with the sidecar's error.
+async fn replay(State(admin): State<DeadLetterAdmin>, Path(raw): Path<String>) -> Response {
+    let Ok(id) = Uuid::parse_str(&raw) else { return bad_id() };
+    let letter = match admin.store.get(id).await {
+        Ok(Some(letter)) => letter,
+        Ok(None) => return not_found(id),
+        Err(error) => return database_problem(&error),
+    };
+    if letter.status != DeadLetterStatus::Parked {
+        return Problem::new(StatusCode::CONFLICT, "not-parked")
+            .detail(format!("The dead letter is {}; only parked ones can be replayed.", letter.status.as_str()))
+            .into_response();
+    }
+    let partition_key = letter.event.get("subject").and_then(Value::as_str);
+    let traceparent = letter.event.get("traceparent").and_then(Value::as_str).filter(|t| !t.is_empty());
+    let body = serde_json::to_vec(&letter.event).expect("JSON serialises");
+    if let Err(error) =
+        admin.publisher.publish_bytes(&letter.topic, CLOUDEVENTS_JSON, body, partition_key, traceparent).await
+    {
+        tracing::warn!(%error, %id, "replay failed");
+        return Problem::new(StatusCode::BAD_GATEWAY, "replay-failed")
+            .detail(format!("The Dapr sidecar did not accept the event: {error}"))
+            .into_response();
+    }
+    if let Err(error) = admin.store.resolve(id, DeadLetterStatus::Replayed).await {
+        return database_problem(&error);
+    }
+    tracing::info!(%id, event_id = %letter.event_id, topic = %letter.topic, "dead letter replayed");
+    show(State(admin), Path(raw)).await
+}
+
+async fn discard(State(admin): State<DeadLetterAdmin>, Path(raw): Path<String>) -> Response {
+    let Ok(id) = Uuid::parse_str(&raw) else { return bad_id() };
+    match admin.store.get(id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found(id),
+        Err(error) => return database_problem(&error),
+    }
+    if let Err(error) = admin.store.resolve(id, DeadLetterStatus::Discarded).await {
+        return database_problem(&error);
+    }
+    show(State(admin), Path(raw)).await
+}
+
+/// Prometheus text exposition: the dead-letter depth (more metrics come later).
+async fn metrics(State(admin): State<DeadLetterAdmin>) -> Response {
+    let parked = match admin.store.parked().await {
+        Ok(parked) => parked,
+        Err(error) => return database_problem(&error),
+    };
+    let body = format!(
+        "# HELP dapr_todo_dead_letters Dead letters waiting for an operator (parked).\n\
+         # TYPE dapr_todo_dead_letters gauge\n\
+         dapr_todo_dead_letters{{consumer=\"{}\"}} {parked}\n",
+        admin.consumer
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
