@@ -1,0 +1,187 @@
+//! In-app notifications: written once per todo event worth telling, listed per user, marked
+//! read.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use dapr_events::TodoEventType;
+use dapr_events::cloudevent::timestamp;
+use dapr_events::subscriber::TodoEvent;
+use serde::Serialize;
+use service_kit::consumer::mark_processed;
+use service_kit::db::{Database, column};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::startup::AppState;
+
+/// The effect name under which in-app notifications are recorded as processed.
+pub const IN_APP: &str = "notification.inapp";
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    pub id: Uuid,
+    pub user_id: String,
+    pub todo_id: Uuid,
+    pub event_id: String,
+    /// `created` or `completed`.
+    pub kind: String,
+    pub title: String,
+    pub message: String,
+    /// When the change happened (the todo's `updatedAt` in the event).
+    pub occurred_at: String,
+    pub created_at: String,
+    pub read_at: Option<String>,
+}
+
+const COLUMNS: &str = "id, user_id, todo_id, event_id, kind, title, message, occurred_at, created_at, read_at";
+
+fn from_row(row: &AnyRow) -> Result<Notification, sqlx::Error> {
+    Ok(Notification {
+        id: column::uuid(row, "id")?,
+        user_id: row.try_get("user_id")?,
+        todo_id: column::uuid(row, "todo_id")?,
+        event_id: row.try_get("event_id")?,
+        kind: row.try_get("kind")?,
+        title: row.try_get("title")?,
+        message: row.try_get("message")?,
+        occurred_at: row.try_get("occurred_at")?,
+        created_at: row.try_get("created_at")?,
+        read_at: row.try_get("read_at")?,
+    })
+}
+
+/// Which events are worth a notification, and what it says.
+pub fn text_for(event: &TodoEvent) -> Option<(&'static str, String)> {
+    let title = &event.data.title;
+    match event.event_type {
+        TodoEventType::Created => Some(("created", format!("New todo: {title}"))),
+        TodoEventType::Completed => Some(("completed", format!("Completed: {title}"))),
+        TodoEventType::Updated | TodoEventType::Reopened | TodoEventType::Deleted => None,
+    }
+}
+
+/// A UUIDv7 carrying the time the change happened, so ids sort by occurrence even when events
+/// arrive out of order (10 parallel Redis workers, redeliveries, replays).
+fn id_at(time: DateTime<Utc>) -> Uuid {
+    let seconds = time.timestamp().max(0) as u64;
+    Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, seconds, time.timestamp_subsec_nanos()))
+}
+
+/// Writes the notification for `event` in one transaction with its processed-event record.
+/// A redelivered event writes nothing and gets the notification written the first time.
+pub async fn record(db: &Database, event: &TodoEvent, kind: &str, message: &str) -> Result<Notification, sqlx::Error> {
+    let mut tx = db.writer.begin().await?;
+    if !mark_processed(&mut tx, &event.id, IN_APP).await? {
+        tx.rollback().await?;
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM notifications WHERE event_id = $1"))
+            .bind(&event.id)
+            .fetch_one(&db.writer)
+            .await?;
+        return from_row(&row);
+    }
+    let notification = Notification {
+        id: id_at(event.data.updated_at),
+        user_id: event.data.user_id.clone(),
+        todo_id: event.data.todo_id,
+        event_id: event.id.clone(),
+        kind: kind.to_owned(),
+        title: event.data.title.clone(),
+        message: message.to_owned(),
+        occurred_at: timestamp::format(&event.data.updated_at),
+        created_at: timestamp::format(&Utc::now()),
+        read_at: None,
+    };
+    sqlx::query(&format!("INSERT INTO notifications ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)"))
+        .bind(notification.id.to_string())
+        .bind(&notification.user_id)
+        .bind(notification.todo_id.to_string())
+        .bind(&notification.event_id)
+        .bind(&notification.kind)
+        .bind(&notification.title)
+        .bind(&notification.message)
+        .bind(&notification.occurred_at)
+        .bind(&notification.created_at)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(notification)
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/notifications", get(list)).route("/notifications/{id}/read", post(mark_read))
+}
+
+/// `userId` as the todo service accepts it: 1–64 of `[A-Za-z0-9._@-]`.
+fn valid_user_id(user_id: &str) -> bool {
+    (1..=64).contains(&user_id.len())
+        && user_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'))
+}
+
+/// `GET /notifications?userId=&unread=true|false&limit=1..100&cursor=`: newest first.
+async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>> {
+    if let Some(unknown) = query.keys().find(|k| !matches!(k.as_str(), "userId" | "unread" | "limit" | "cursor")) {
+        return Err(Error::bad_request(unknown.clone(), "unknown query parameter (userId, unread, limit, cursor)"));
+    }
+    let user_id = query.get("userId").ok_or_else(|| Error::bad_request("userId", "is required"))?;
+    if !valid_user_id(user_id) {
+        return Err(Error::bad_request("userId", "must be 1-64 characters of A-Z a-z 0-9 . _ @ -"));
+    }
+    let unread_only = match query.get("unread").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(Error::bad_request("unread", "must be true or false")),
+    };
+    let limit = match query.get("limit").map(|l| l.parse::<i64>()) {
+        None => 20,
+        Some(Ok(n)) if (1..=100).contains(&n) => n,
+        Some(_) => return Err(Error::bad_request("limit", "must be a whole number from 1 to 100")),
+    };
+    let before = match query.get("cursor").map(|c| Uuid::parse_str(c)) {
+        None => None,
+        Some(Ok(id)) => Some(id.to_string()),
+        Some(Err(_)) => return Err(Error::bad_request("cursor", "not a cursor from a previous page")),
+    };
+    let unread_clause = if unread_only { "AND read_at IS NULL" } else { "" };
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 {unread_clause} AND ($2 IS NULL OR id < $2) \
+         ORDER BY id DESC LIMIT $3"
+    ))
+    .bind(user_id)
+    .bind(before)
+    .bind(limit + 1)
+    .fetch_all(&state.db.reader)
+    .await?;
+    let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    let next_cursor = (items.len() as i64 > limit).then(|| items[limit as usize - 1].id.to_string());
+    items.truncate(limit as usize);
+    Ok(Json(serde_json::json!({"items": items, "nextCursor": next_cursor})))
+}
+
+/// `POST /notifications/{id}/read`: idempotent; the first read time is kept.
+async fn mark_read(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<Notification>> {
+    let id = Uuid::parse_str(&raw).map_err(|_| Error::bad_request("id", "not a UUID"))?;
+    sqlx::query("UPDATE notifications SET read_at = $1 WHERE id = $2 AND read_at IS NULL")
+        .bind(timestamp::format(&Utc::now()))
+        .bind(id.to_string())
+        .execute(&state.db.writer)
+        .await?;
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM notifications WHERE id = $1"))
+        .bind(id.to_string())
+        .fetch_optional(&state.db.writer)
+        .await?;
+    match row {
+        Some(row) => Ok(Json(from_row(&row)?)),
+        None => Err(Error::NotFound(raw)),
+    }
+}
