@@ -38,6 +38,35 @@ pub fn dead_letter_topic(app_id: &str, topic: &str) -> String {
     format!("{topic}.{app_id}.deadletter")
 }
 
+/// A consumer's programmatic subscriptions: each topic delivered to `/events/<topic>` with its
+/// dead-letter topic, and each dead-letter topic delivered to `/dead-letters/<topic>` (the
+/// original topic's name, so the store knows where a replay goes).
+pub fn with_dead_letters<'a>(
+    pubsub_name: &str,
+    app_id: &str,
+    topics: impl IntoIterator<Item = &'a str>,
+) -> Vec<Subscription> {
+    let mut list = Vec::new();
+    for topic in topics {
+        let dead = dead_letter_topic(app_id, topic);
+        list.push(Subscription {
+            pubsubname: pubsub_name.to_owned(),
+            topic: topic.to_owned(),
+            route: format!("/events/{topic}"),
+            dead_letter_topic: Some(dead.clone()),
+            metadata: BTreeMap::new(),
+        });
+        list.push(Subscription {
+            pubsubname: pubsub_name.to_owned(),
+            topic: dead,
+            route: format!("/dead-letters/{topic}"),
+            dead_letter_topic: None,
+            metadata: BTreeMap::new(),
+        });
+    }
+    list
+}
+
 /// What the app tells daprd about one delivery (contract §3.4). Always sent with HTTP 200:
 /// daprd reads the status only from a 2xx answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

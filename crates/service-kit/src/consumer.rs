@@ -24,6 +24,7 @@ use chrono::Utc;
 use dapr_events::DaprPublisher;
 use dapr_events::cloudevent::timestamp;
 use dapr_events::publish::CLOUDEVENTS_JSON;
+use dapr_events::subscriber::DeliveryStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -31,7 +32,66 @@ use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
 use crate::db::{Database, column, is_unavailable};
+use crate::env::{ConfigError, Env};
 use crate::problem::{FieldError, Problem};
+
+/// The configuration every consumer reads; each variable has a default (README,
+/// "Configuration").
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// `APP_HOST` (default `0.0.0.0`) and `APP_PORT` (`0` picks a free port).
+    pub host: std::net::IpAddr,
+    pub port: u16,
+    /// `APP_ID`: the Dapr app id; names the dead-letter topics.
+    pub app_id: String,
+    /// `DATABASE_URL`: default `sqlite://{DATA_DIR}/{app id}.db` (`DATA_DIR` default `data`).
+    pub database_url: String,
+    /// `DB_MAX_CONNECTIONS` (default 10).
+    pub db_max_connections: u32,
+    /// `DAPR_HTTP_ENDPOINT`, else `http://127.0.0.1:{DAPR_HTTP_PORT}` (default 3500).
+    pub dapr_http_endpoint: String,
+    /// `DAPR_API_TOKEN`: sent to the sidecar (replays publish through it).
+    pub dapr_api_token: Option<String>,
+    /// `APP_API_TOKEN`: required from the sidecar on every route it calls.
+    pub app_api_token: Option<String>,
+    /// `PUBSUB_NAME` (default `pubsub`).
+    pub pubsub_name: String,
+    /// `ADMIN_TOKEN`: enables the admin API (`Authorization: Bearer …`).
+    pub admin_token: Option<String>,
+    /// `LOG_FORMAT`: `json` or `text` (default).
+    pub log_json: bool,
+}
+
+impl ConsumerSettings {
+    pub fn read<F: Fn(&str) -> Option<String>>(
+        env: &Env<F>,
+        default_app_id: &str,
+        default_port: u16,
+    ) -> Result<Self, ConfigError> {
+        let app_id = env.get("APP_ID").unwrap_or_else(|| default_app_id.to_owned());
+        let data_dir = std::path::PathBuf::from(env.get("DATA_DIR").unwrap_or_else(|| "data".into()));
+        Ok(Self {
+            host: env.parse("APP_HOST", std::net::IpAddr::from([0, 0, 0, 0]))?,
+            port: env.parse("APP_PORT", default_port)?,
+            database_url: env
+                .get("DATABASE_URL")
+                .unwrap_or_else(|| format!("sqlite://{}", data_dir.join(format!("{app_id}.db")).display())),
+            app_id,
+            db_max_connections: env.parse("DB_MAX_CONNECTIONS", 10)?,
+            dapr_http_endpoint: env.dapr_http_endpoint()?,
+            dapr_api_token: env.get("DAPR_API_TOKEN"),
+            app_api_token: env.get("APP_API_TOKEN"),
+            pubsub_name: env.get("PUBSUB_NAME").unwrap_or_else(|| "pubsub".into()),
+            admin_token: env.get("ADMIN_TOKEN"),
+            log_json: env.log_json()?,
+        })
+    }
+
+    /// The token check for the routes the sidecar calls.
+    pub fn app_token(&self) -> dapr_events::subscriber::AppToken {
+        dapr_events::subscriber::AppToken(self.app_api_token.as_deref().map(Arc::from))
+    }
+}
 
 /// Records that `consumer` processed `event_id`, in the caller's transaction. `false` when it
 /// already had: the caller then skips the effect and answers SUCCESS.
@@ -63,6 +123,20 @@ pub async fn note_failure(db: &Database, event_id: &str, reason: &str) {
     if let Err(error) = noted {
         tracing::warn!(%error, event_id, "could not note the delivery failure");
     }
+}
+
+/// Answers a delivery that was not processed: logs the event id, type, correlation id and
+/// reason (whatever of them the body has), notes the reason for a dead letter, and returns
+/// `status` (RETRY or DROP).
+pub async fn refuse(db: &Database, body: &[u8], status: DeliveryStatus, reason: &str) -> DeliveryStatus {
+    let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let text = |name: &str| value.get(name).and_then(Value::as_str).map(str::to_owned);
+    let (event_id, event_type, correlation_id) = (text("id"), text("type"), text("correlationid"));
+    tracing::warn!(?status, event_id, event_type, correlation_id, reason, "delivery not processed");
+    if let Some(event_id) = event_id {
+        note_failure(db, &event_id, reason).await;
+    }
+    status
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,6 +303,24 @@ pub struct DeadLetterAdmin {
 }
 
 impl DeadLetterAdmin {
+    /// The store on `db`, replays published through the sidecar of `settings`.
+    pub fn new(settings: &ConsumerSettings, db: Database) -> Result<Self, ConfigError> {
+        let config_error = |detail: String| ConfigError { var: "DAPR_HTTP_ENDPOINT", detail };
+        let publisher = DaprPublisher::new(dapr_events::PublisherConfig {
+            sidecar_url: settings.dapr_http_endpoint.parse().map_err(|e| config_error(format!("not a URL: {e}")))?,
+            pubsub_name: settings.pubsub_name.clone(),
+            api_token: settings.dapr_api_token.clone(),
+            timeout: std::time::Duration::from_secs(5),
+        })
+        .map_err(|e| config_error(e.to_string()))?;
+        Ok(Self {
+            store: DeadLetters::new(db),
+            publisher: Arc::new(publisher),
+            admin_token: settings.admin_token.as_deref().map(Arc::from),
+            consumer: settings.app_id.as_str().into(),
+        })
+    }
+
     /// `GET /admin/dead-letters`, `GET /admin/dead-letters/{id}`,
     /// `POST /admin/dead-letters/{id}/replay`, `POST /admin/dead-letters/{id}/discard`, and
     /// `GET /metrics`.
@@ -244,8 +336,7 @@ impl DeadLetterAdmin {
 
     /// The handler of a dead-letter subscription: park what arrives. SUCCESS once stored;
     /// RETRY when the database is unavailable (the letter is not lost: daprd retries).
-    pub async fn receive(&self, body: &[u8], original_topic: &str) -> dapr_events::subscriber::DeliveryStatus {
-        use dapr_events::subscriber::DeliveryStatus;
+    pub async fn receive(&self, body: &[u8], original_topic: &str) -> DeliveryStatus {
         match self.store.park(body, original_topic).await {
             Ok(()) => DeliveryStatus::Success,
             Err(error) => {

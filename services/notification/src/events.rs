@@ -17,9 +17,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use dapr_events::TodoEventType;
-use dapr_events::subscriber::{self, DeliveryStatus, Poison, Subscription, dead_letter_topic};
-use serde_json::Value;
-use service_kit::consumer::note_failure;
+use dapr_events::subscriber::{self, DeliveryStatus, Poison, Subscription};
+use service_kit::consumer::refuse;
 
 use crate::notifications;
 use crate::startup::AppState;
@@ -27,29 +26,6 @@ use crate::webhook::WebhookError;
 
 /// The topics this service consumes.
 pub const TOPICS: [TodoEventType; 2] = [TodoEventType::Created, TodoEventType::Completed];
-
-/// Every topic with its dead-letter topic, and every dead-letter topic with a route of its own.
-pub fn subscriptions(pubsub_name: &str, app_id: &str) -> Vec<Subscription> {
-    let mut list = Vec::new();
-    for topic in TOPICS.map(TodoEventType::topic) {
-        let dead = dead_letter_topic(app_id, topic);
-        list.push(Subscription {
-            pubsubname: pubsub_name.to_owned(),
-            topic: topic.to_owned(),
-            route: format!("/events/{topic}"),
-            dead_letter_topic: Some(dead.clone()),
-            metadata: Default::default(),
-        });
-        list.push(Subscription {
-            pubsubname: pubsub_name.to_owned(),
-            topic: dead,
-            route: format!("/dead-letters/{topic}"),
-            dead_letter_topic: None,
-            metadata: Default::default(),
-        });
-    }
-    list
-}
 
 /// The routes daprd calls; the caller puts them behind the app-token check.
 pub fn routes() -> Router<AppState> {
@@ -61,29 +37,13 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn subscribe(State(state): State<AppState>) -> Json<Vec<Subscription>> {
-    Json(subscriptions(&state.pubsub_name, &state.app_id))
-}
-
-/// What a log line says about a delivery, even one that is not a valid event.
-fn identify(body: &[u8]) -> (Option<String>, Option<String>, Option<String>) {
-    let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let text = |name: &str| value.get(name).and_then(Value::as_str).map(str::to_owned);
-    (text("id"), text("type"), text("correlationid"))
-}
-
-async fn refuse(state: &AppState, body: &[u8], status: DeliveryStatus, reason: &str) -> DeliveryStatus {
-    let (event_id, event_type, correlation_id) = identify(body);
-    tracing::warn!(?status, event_id, event_type, correlation_id, reason, "delivery not processed");
-    if let Some(event_id) = event_id {
-        note_failure(&state.db, &event_id, reason).await;
-    }
-    status
+    Json(subscriber::with_dead_letters(&state.pubsub_name, &state.app_id, TOPICS.map(TodoEventType::topic)))
 }
 
 async fn deliver(State(state): State<AppState>, Path(topic): Path<String>, body: Bytes) -> DeliveryStatus {
     let event = match subscriber::read_todo_event(&body) {
         Ok(event) => event,
-        Err(Poison(reason)) => return refuse(&state, &body, DeliveryStatus::Drop, &reason).await,
+        Err(Poison(reason)) => return refuse(&state.db, &body, DeliveryStatus::Drop, &reason).await,
     };
     let Some((kind, message)) = notifications::text_for(&event) else {
         tracing::debug!(%topic, event_id = %event.id, "not an event worth a notification");
@@ -91,16 +51,16 @@ async fn deliver(State(state): State<AppState>, Path(topic): Path<String>, body:
     };
     let notification = match notifications::record(&state.db, &event, kind, &message).await {
         Ok(notification) => notification,
-        Err(error) => return refuse(&state, &body, DeliveryStatus::Retry, &format!("database: {error}")).await,
+        Err(error) => return refuse(&state.db, &body, DeliveryStatus::Retry, &format!("database: {error}")).await,
     };
     if let Some(webhook) = &state.webhook {
         match webhook.deliver_once(&state.db, &notification).await {
             Ok(()) => {}
             Err(error @ WebhookError::Transient(_)) => {
-                return refuse(&state, &body, DeliveryStatus::Retry, &error.to_string()).await;
+                return refuse(&state.db, &body, DeliveryStatus::Retry, &error.to_string()).await;
             }
             Err(error @ WebhookError::Permanent(_)) => {
-                return refuse(&state, &body, DeliveryStatus::Drop, &error.to_string()).await;
+                return refuse(&state.db, &body, DeliveryStatus::Drop, &error.to_string()).await;
             }
         }
     }

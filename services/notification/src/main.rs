@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env().context("reading configuration from the environment")?;
-    telemetry::init(settings.log_json);
+    telemetry::init(settings.consumer.log_json);
     let app = Application::build(settings).await.context("starting the notification service")?;
     let shutdown = CancellationToken::new();
     tokio::spawn({

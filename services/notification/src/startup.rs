@@ -10,8 +10,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use axum::routing::get;
 use dapr_events::subscriber::{AppToken, require_app_token};
-use dapr_events::{DaprPublisher, PublisherConfig};
-use service_kit::consumer::{DeadLetterAdmin, DeadLetters};
+use service_kit::consumer::DeadLetterAdmin;
 use service_kit::db::{Database, Migrations};
 use service_kit::{health, problem};
 use sqlx::migrate::Migrator;
@@ -46,16 +45,9 @@ pub struct Application {
 impl Application {
     /// Connects to the database (running migrations) and binds the port.
     pub async fn build(settings: Settings) -> Result<Self> {
-        let db = Database::connect(&settings.database_url, settings.db_max_connections, MIGRATIONS).await?;
-        let listener = TcpListener::bind(SocketAddr::new(settings.host, settings.port)).await?;
-        let config_error = |detail: String| Error::Config { var: "DAPR_HTTP_ENDPOINT", detail };
-        let publisher = DaprPublisher::new(PublisherConfig {
-            sidecar_url: settings.dapr_http_endpoint.parse().map_err(|e| config_error(format!("not a URL: {e}")))?,
-            pubsub_name: settings.pubsub_name.clone(),
-            api_token: settings.dapr_api_token.clone(),
-            timeout: std::time::Duration::from_secs(5),
-        })
-        .map_err(|e| config_error(e.to_string()))?;
+        let consumer = &settings.consumer;
+        let db = Database::connect(&consumer.database_url, consumer.db_max_connections, MIGRATIONS).await?;
+        let listener = TcpListener::bind(SocketAddr::new(consumer.host, consumer.port)).await?;
         let webhook = match &settings.webhook {
             Some(webhook) => Some(Arc::new(
                 Webhook::new(webhook)
@@ -63,20 +55,14 @@ impl Application {
             )),
             None => None,
         };
-        let admin = DeadLetterAdmin {
-            store: DeadLetters::new(db.clone()),
-            publisher: Arc::new(publisher),
-            admin_token: settings.admin_token.as_deref().map(Arc::from),
-            consumer: settings.app_id.as_str().into(),
-        };
         let state = AppState {
+            admin: DeadLetterAdmin::new(consumer, db.clone())?,
             db,
-            app_id: settings.app_id.as_str().into(),
-            pubsub_name: settings.pubsub_name.as_str().into(),
+            app_id: consumer.app_id.as_str().into(),
+            pubsub_name: consumer.pubsub_name.as_str().into(),
             webhook,
-            admin,
         };
-        Ok(Self { listener, state, app_token: AppToken(settings.app_api_token.as_deref().map(Arc::from)) })
+        Ok(Self { listener, state, app_token: consumer.app_token() })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
