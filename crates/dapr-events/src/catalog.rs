@@ -82,6 +82,21 @@ impl FromStr for TodoEventType {
     }
 }
 
+/// The longest `userId` any service accepts.
+pub const MAX_USER_ID_CHARS: usize = 64;
+
+/// `userId` as every service accepts it: 1–64 of `[A-Za-z0-9._@-]` (safe in URLs, logs and keys).
+pub fn validate_user_id(user_id: &str) -> Result<(), String> {
+    let length = user_id.chars().count();
+    if !(1..=MAX_USER_ID_CHARS).contains(&length) {
+        return Err(format!("must be 1 to {MAX_USER_ID_CHARS} characters"));
+    }
+    if !user_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b)) {
+        return Err("may contain only letters, digits and . _ @ -".into());
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TodoStatus {

@@ -330,7 +330,7 @@ impl DeadLetterAdmin {
             .route("/admin/dead-letters/{id}", get(show))
             .route("/admin/dead-letters/{id}/replay", post(replay))
             .route("/admin/dead-letters/{id}/discard", post(discard))
-            .layer(axum::middleware::from_fn_with_state(self.clone(), require_admin_token));
+            .layer(axum::middleware::from_fn_with_state(AdminToken(self.admin_token.clone()), require_admin_token));
         Router::new().merge(admin).route("/metrics", get(metrics)).with_state(self)
     }
 
@@ -347,8 +347,14 @@ impl DeadLetterAdmin {
     }
 }
 
-async fn require_admin_token(State(admin): State<DeadLetterAdmin>, request: Request, next: Next) -> Response {
-    let Some(expected) = &admin.admin_token else {
+/// `ADMIN_TOKEN`, for [`require_admin_token`].
+#[derive(Debug, Clone, Default)]
+pub struct AdminToken(pub Option<Arc<str>>);
+
+/// Middleware for admin routes: `Authorization: Bearer <ADMIN_TOKEN>` or 401; with no token
+/// configured the admin API is off (403).
+pub async fn require_admin_token(State(token): State<AdminToken>, request: Request, next: Next) -> Response {
+    let Some(expected) = &token.0 else {
         return Problem::new(StatusCode::FORBIDDEN, "admin-disabled")
             .detail("The admin API is disabled: set ADMIN_TOKEN to enable it.")
             .into_response();

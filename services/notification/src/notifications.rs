@@ -9,6 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use dapr_events::TodoEventType;
+use dapr_events::catalog::validate_user_id;
 use dapr_events::cloudevent::timestamp;
 use dapr_events::subscriber::TodoEvent;
 use serde::Serialize;
@@ -119,12 +120,6 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/notifications", get(list)).route("/notifications/{id}/read", post(mark_read))
 }
 
-/// `userId` as the todo service accepts it: 1–64 of `[A-Za-z0-9._@-]`.
-fn valid_user_id(user_id: &str) -> bool {
-    (1..=64).contains(&user_id.len())
-        && user_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'))
-}
-
 /// `GET /notifications?userId=&unread=true|false&limit=1..100&cursor=`: newest first.
 async fn list(
     State(state): State<AppState>,
@@ -134,9 +129,7 @@ async fn list(
         return Err(Error::bad_request(unknown.clone(), "unknown query parameter (userId, unread, limit, cursor)"));
     }
     let user_id = query.get("userId").ok_or_else(|| Error::bad_request("userId", "is required"))?;
-    if !valid_user_id(user_id) {
-        return Err(Error::bad_request("userId", "must be 1-64 characters of A-Z a-z 0-9 . _ @ -"));
-    }
+    validate_user_id(user_id).map_err(|detail| Error::bad_request("userId", detail))?;
     let unread_only = match query.get("unread").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,

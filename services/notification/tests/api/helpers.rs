@@ -9,12 +9,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use notification::{Application, Settings};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-pub use service_kit::testing::{Backend, DEADLINE, TestDb, eventually};
+pub use service_kit::testing::{Backend, DEADLINE, TestDb, eventually, todo_event};
 
 pub const ADMIN_TOKEN: &str = "admin-secret";
 
@@ -65,20 +64,8 @@ impl TestApp {
         format!("http://{}{path}", self.addr)
     }
 
-    /// POSTs a delivery the way daprd does; returns the HTTP status and the answer's `status`.
     pub async fn deliver_raw(&self, topic: &str, body: String, token: Option<&str>) -> (u16, Option<String>) {
-        let mut request = self
-            .http
-            .post(self.url(&format!("/events/{topic}")))
-            .header("content-type", "application/cloudevents+json")
-            .body(body);
-        if let Some(token) = token {
-            request = request.header("dapr-api-token", token);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let answer: Value = response.json().await.unwrap_or(Value::Null);
-        (status, answer["status"].as_str().map(str::to_owned))
+        service_kit::testing::deliver(&self.http, &self.url(""), topic, body, token).await
     }
 
     pub async fn deliver(&self, event: &Value) -> String {
@@ -106,23 +93,6 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
-}
-
-/// A todo event as the todo service publishes it (and daprd delivers it).
-pub fn todo_event(event_type: &str, todo_id: Uuid, user: &str, title: &str, version: i64, minute: u32) -> Value {
-    let at = format!("2026-11-23T10:{minute:02}:00.000000Z");
-    let completed = event_type == "todos.task.completed";
-    json!({
-        "specversion": "1.0", "id": Uuid::now_v7().to_string(), "source": "todo", "type": event_type,
-        "subject": todo_id.to_string(), "time": at, "datacontenttype": "application/json",
-        "dataschema": format!("https://dapr-todo.example/schemas/events/{event_type}/v1.json"),
-        "correlationid": "corr-1", "traceparent": "", "traceid": "", "tracestate": "",
-        "topic": event_type, "pubsubname": "pubsub",
-        "data": {"todoId": todo_id, "userId": user, "title": title, "description": null, "dueAt": null,
-                 "status": if completed { "completed" } else { "open" }, "version": version,
-                 "createdAt": "2026-11-23T10:00:00.000000Z", "updatedAt": at,
-                 "completedAt": if completed { Value::String(at.clone()) } else { Value::Null }}
-    })
 }
 
 /// A webhook receiver that answers from a script (then 200) and records every call.

@@ -10,7 +10,7 @@ use crate::http::problem::FieldError;
 
 pub const MAX_TITLE_CHARS: usize = 200;
 pub const MAX_DESCRIPTION_CHARS: usize = 2_000;
-pub const MAX_USER_ID_CHARS: usize = 64;
+pub use dapr_events::catalog::MAX_USER_ID_CHARS;
 
 /// A todo as the API shows it and the database stores it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,16 +190,7 @@ fn check<T>(result: Result<T, String>, field: &str, errors: &mut Vec<FieldError>
     result.map_err(|detail| errors.push(FieldError::new(field, detail))).ok()
 }
 
-pub fn validate_user_id(user_id: &str) -> Result<(), String> {
-    let length = user_id.chars().count();
-    if !(1..=MAX_USER_ID_CHARS).contains(&length) {
-        return Err(format!("must be 1 to {MAX_USER_ID_CHARS} characters"));
-    }
-    if !user_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b)) {
-        return Err("may contain only letters, digits and . _ @ -".into());
-    }
-    Ok(())
-}
+pub use dapr_events::catalog::validate_user_id;
 
 fn validate_title(title: &str) -> Result<String, String> {
     // Control characters have no business in a one-line title, and NUL cannot be stored in
