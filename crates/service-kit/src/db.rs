@@ -63,9 +63,12 @@ impl Database {
         } else {
             return Err(DbError::Url("must start with postgres://, postgresql:// or sqlite:".into()));
         };
-        let options = AnyConnectOptions::from_str(url)
-            .map_err(|e| DbError::Url(e.to_string()))?
-            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
+        let absolute = match backend {
+            Backend::Sqlite => absolute_sqlite_url(url)?,
+            Backend::Postgres => url.to_owned(),
+        };
+        let url = absolute.as_str();
+        let options = parse_url(url)?;
         let pool_options = || {
             AnyPoolOptions::new().acquire_timeout(Duration::from_secs(5)).after_connect(|conn, _meta| {
                 Box::pin(async move {
@@ -86,7 +89,7 @@ impl Database {
         let database = match backend {
             Backend::Sqlite => {
                 ensure_sqlite_directory(url)?;
-                let writer = pool_options().max_connections(1).connect_with(with_create(options.clone())?).await?;
+                let writer = pool_options().max_connections(1).connect_with(parse_url(&with_create(url))?).await?;
                 let reader = pool_options().max_connections(max_connections.max(1)).connect_with(options).await?;
                 Self { backend, reader, writer }
             }
@@ -129,14 +132,36 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
             })
 }
 
+fn parse_url(url: &str) -> Result<AnyConnectOptions> {
+    Ok(AnyConnectOptions::from_str(url)
+        .map_err(|e| DbError::Url(e.to_string()))?
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500)))
+}
+
+/// `sqlite://<path>` with the path made absolute (against the working directory). sqlx parses
+/// the string as a URL, where a relative path such as `../data/x.db` would lose its `..` to the
+/// host part and open the wrong file, or none.
+fn absolute_sqlite_url(url: &str) -> Result<String> {
+    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let (path, query) = match rest.split_once('?') {
+        Some((path, query)) => (path, format!("?{query}")),
+        None => (rest, String::new()),
+    };
+    if path.is_empty() || path == ":memory:" {
+        return Ok(url.to_owned());
+    }
+    let absolute = std::path::absolute(path)?;
+    Ok(format!("sqlite://{}{query}", absolute.display()))
+}
+
 /// The writer creates the file if it is missing (`mode=rwc`); readers open it only after the
 /// writer has run the migrations.
-fn with_create(options: AnyConnectOptions) -> Result<AnyConnectOptions> {
-    let mut url = options.database_url.clone();
-    if !url.query_pairs().any(|(k, _)| k == "mode") {
-        url.query_pairs_mut().append_pair("mode", "rwc");
+fn with_create(url: &str) -> String {
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    if query.split('&').any(|pair| pair.starts_with("mode=")) {
+        return url.to_owned();
     }
-    AnyConnectOptions::from_url(&url).map_err(|e| DbError::Url(e.to_string()))
+    format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
 }
 
 fn ensure_sqlite_directory(url: &str) -> Result<()> {
@@ -151,6 +176,29 @@ fn ensure_sqlite_directory(url: &str) -> Result<()> {
         std::fs::create_dir_all(parent)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static NO_MIGRATIONS: Migrator = Migrator::DEFAULT;
+
+    #[tokio::test]
+    async fn a_relative_sqlite_path_is_created_where_it_points() {
+        let dir = std::env::temp_dir().join(format!("service-kit-{}", uuid::Uuid::new_v4().simple()));
+        // From the working directory up to the root, then down into the temp dir.
+        let up = "../".repeat(std::env::current_dir().unwrap().components().count() - 1);
+        let url = format!("sqlite://{up}{}/nested/app.db", dir.strip_prefix("/").unwrap().display());
+        let migrations = Migrations { sqlite: &NO_MIGRATIONS, postgres: &NO_MIGRATIONS };
+        let db = Database::connect(&url, 2, migrations).await.expect("a relative path connects");
+        db.ping().await.unwrap();
+        db.close().await;
+        assert!(dir.join("nested/app.db").is_file(), "{url}");
+        std::fs::remove_dir_all(dir).unwrap();
+        assert_eq!(with_create("sqlite://a.db?mode=ro"), "sqlite://a.db?mode=ro");
+        assert_eq!(with_create("sqlite://a.db?cache=shared"), "sqlite://a.db?cache=shared&mode=rwc");
+    }
 }
 
 /// Column decoding for the text-encoded types (see the migrations): ids are canonical UUID
