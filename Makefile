@@ -6,14 +6,11 @@ SHELL := /bin/bash
 CARGO ?= cargo
 RUN_DIR ?= .run
 
-# The todo service's defaults for `make run`; every variable is documented in README.md.
-APP_PORT ?= 8080
-DAPR_HTTP_PORT ?= 3500
 
 .PHONY: help build run test test-unit bench-write bench-relay bench-sidecar lint fmt clean ensure-rust
 
 help:
-	@echo "make run          build and start the todo service (SQLite under $(RUN_DIR)/)"
+	@echo "make run          build and start todo, notification and analytics with their sidecars (dapr/dapr.yaml)"
 	@echo "make test         every test: unit and integration, on SQLite and PostgreSQL"
 	@echo "make bench-write  POST /todos throughput and latency vs a bare insert (release)"
 	@echo "make bench-relay  outbox claim latency with a million published rows (release)"
@@ -24,13 +21,12 @@ ensure-rust:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
 
 build: ensure-rust
-	$(CARGO) build --release --locked --bin todo
+	$(CARGO) build --release --locked --bin todo --bin notification --bin analytics --bin devsidecar
 
+# Redis found or started by scripts/ensure-redis.sh; the Dapr CLI when installed, else the dev
+# sidecar; SQLite databases under $(RUN_DIR)/data.
 run: build
-	@mkdir -p $(RUN_DIR)/data
-	@echo "todo service on http://127.0.0.1:$(APP_PORT); its relay publishes through the Dapr sidecar at 127.0.0.1:$(DAPR_HTTP_PORT)"
-	@echo "(events wait in the outbox until a sidecar answers /v1.0/healthz/outbound; see README 'Running with Dapr')"
-	APP_PORT=$(APP_PORT) DAPR_HTTP_PORT=$(DAPR_HTTP_PORT) DATA_DIR=$(RUN_DIR)/data ./target/release/todo
+	RUN_DIR=$(RUN_DIR) scripts/run.sh
 
 # PostgreSQL and Redis for the tests: the ones on their standard local ports if they answer,
 # else servers of our own (scripts/ensure-postgres.sh, scripts/ensure-redis.sh). Every test

@@ -1,0 +1,372 @@
+//! The system under test: a private redis-server, the repository's component files pointed at
+//! it (with faster retry timers), and each service in-process with its own dev sidecar.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use devsidecar::sidecar::{Sidecar, SidecarConfig};
+use serde_json::Value;
+use service_kit::testing::{Backend, DEADLINE, TempDir, TestDb, eventually};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const ADMIN_TOKEN: &str = "admin-secret";
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// A redis-server of the test's own, stopped when dropped.
+pub struct PrivateRedis {
+    pub host: String,
+    _server: tokio::process::Child,
+    _dir: TempDir,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> Self {
+        let dir = TempDir::new();
+        let port = free_port();
+        let server = tokio::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir.path)
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server must be on PATH for the system tests (make test installs it when missing)");
+        eventually("the private redis-server to listen", DEADLINE, || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
+        })
+        .await;
+        Self { host: format!("127.0.0.1:{port}"), _server: server, _dir: dir }
+    }
+
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(format!("redis://{}", self.host)).unwrap().get_multiplexed_async_connection().await.unwrap()
+    }
+
+    /// Waits until `group` has read every entry of `stream` and acknowledged all of them: the
+    /// consumer has answered every delivery so far.
+    pub async fn wait_until_consumed(&self, stream: &str, group: &str) {
+        let redis = self.connection().await;
+        eventually(&format!("{group} to consume all of {stream}"), DEADLINE, || {
+            let mut redis = redis.clone();
+            async move {
+                let last: redis::streams::StreamRangeReply =
+                    redis::AsyncCommands::xrevrange_count(&mut redis, stream, "+", "-", 1).await.ok()?;
+                let last_id = last.ids.first()?.id.clone();
+                let groups: redis::streams::StreamInfoGroupsReply =
+                    redis::AsyncCommands::xinfo_groups(&mut redis, stream).await.ok()?;
+                let group = groups.groups.iter().find(|g| g.name == group)?;
+                (group.last_delivered_id == last_id && group.pending == 0).then_some(())
+            }
+        })
+        .await;
+    }
+}
+
+/// The repository's `components/`, with Redis at `host` and retries fast enough for tests
+/// (3 retries 50 ms apart instead of 5 exponential ones) — the same kinds of policy otherwise.
+pub fn resources(redis: &PrivateRedis) -> TempDir {
+    let dir = TempDir::new();
+    let repo = repository();
+    let pubsub = std::fs::read_to_string(repo.join("components/pubsub.yaml")).unwrap();
+    let pubsub = pubsub.replace("localhost:6379", &redis.host)
+        + "    - name: processingTimeout\n      value: 2s\n    - name: redeliverInterval\n      value: \"500\"\n";
+    std::fs::write(dir.path.join("pubsub.yaml"), pubsub).unwrap();
+    let resiliency = std::fs::read_to_string(repo.join("components/resiliency.yaml")).unwrap();
+    let resiliency = resiliency
+        .replace(
+            "policy: exponential\n        maxInterval: 10s\n        maxRetries: 5",
+            "policy: constant\n        duration: 50ms\n        maxRetries: 3",
+        )
+        .replace(
+            "policy: exponential\n        maxInterval: 2s\n        maxRetries: 3",
+            "policy: constant\n        duration: 50ms\n        maxRetries: 3",
+        );
+    assert!(
+        resiliency.matches("duration: 50ms").count() == 2,
+        "components/resiliency.yaml changed shape: {resiliency}"
+    );
+    std::fs::write(dir.path.join("resiliency.yaml"), resiliency).unwrap();
+    dir
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Todo,
+    Notification,
+    Analytics,
+}
+
+impl Kind {
+    pub fn app_id(self) -> &'static str {
+        match self {
+            Kind::Todo => "todo",
+            Kind::Notification => "notification",
+            Kind::Analytics => "analytics",
+        }
+    }
+}
+
+/// One service with its sidecar, both in-process.
+pub struct Service {
+    pub url: String,
+    pub sidecar_url: String,
+    app: (CancellationToken, Option<JoinHandle<()>>),
+    sidecar: (CancellationToken, Option<JoinHandle<()>>),
+}
+
+#[derive(Clone, Default)]
+pub struct Extra {
+    /// `APP_API_TOKEN` for the sidecars and the consumers.
+    pub app_token: Option<&'static str>,
+    pub env: HashMap<&'static str, String>,
+}
+
+impl Service {
+    pub async fn start(kind: Kind, database_url: &str, resources: &Path, extra: &Extra) -> Self {
+        let sidecar_port = free_port();
+        let mut env: HashMap<&str, String> = HashMap::from([
+            ("APP_PORT", "0".to_owned()),
+            ("APP_HOST", "127.0.0.1".to_owned()),
+            ("APP_ID", kind.app_id().to_owned()),
+            ("DATABASE_URL", database_url.to_owned()),
+            ("DAPR_HTTP_ENDPOINT", format!("http://127.0.0.1:{sidecar_port}")),
+            ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+            ("RELAY_POLL_INTERVAL_MS", "100".to_owned()),
+        ]);
+        if let Some(token) = extra.app_token {
+            env.insert("APP_API_TOKEN", token.to_owned());
+        }
+        env.extend(extra.env.clone());
+        let lookup = move |name: &str| env.get(name).cloned();
+        let app_shutdown = CancellationToken::new();
+        let (addr, app_task): (SocketAddr, JoinHandle<()>) = match kind {
+            Kind::Todo => {
+                let app = todo::Application::build(todo::Settings::from_lookup(lookup).unwrap()).await.unwrap();
+                let addr = app.local_addr();
+                (addr, tokio::spawn(app.run_until_stopped(app_shutdown.clone()).map_unit()))
+            }
+            Kind::Notification => {
+                let app = notification::Application::build(notification::Settings::from_lookup(lookup).unwrap())
+                    .await
+                    .unwrap();
+                let addr = app.local_addr();
+                (addr, tokio::spawn(app.run_until_stopped(app_shutdown.clone()).map_unit()))
+            }
+            Kind::Analytics => {
+                let app =
+                    analytics::Application::build(analytics::Settings::from_lookup(lookup).unwrap()).await.unwrap();
+                let addr = app.local_addr();
+                (addr, tokio::spawn(app.run_until_stopped(app_shutdown.clone()).map_unit()))
+            }
+        };
+        let sidecar = Sidecar::build(SidecarConfig {
+            app_id: kind.app_id().into(),
+            app_port: Some(addr.port()),
+            app_channel_address: "127.0.0.1".into(),
+            http_port: sidecar_port,
+            listen_address: "127.0.0.1".parse().unwrap(),
+            resources_paths: vec![resources.to_path_buf()],
+            config_path: Some(repository().join("dapr/config.yaml")),
+            api_token: None,
+            app_api_token: extra.app_token.map(str::to_owned),
+        })
+        .await
+        .expect("the dev sidecar starts with the repository's components");
+        let sidecar_shutdown = CancellationToken::new();
+        let sidecar_task = tokio::spawn({
+            let shutdown = sidecar_shutdown.clone();
+            async move { sidecar.run(shutdown).await.expect("the sidecar runs") }
+        });
+        let service = Self {
+            url: format!("http://{addr}"),
+            sidecar_url: format!("http://127.0.0.1:{sidecar_port}"),
+            app: (app_shutdown, Some(app_task)),
+            sidecar: (sidecar_shutdown, Some(sidecar_task)),
+        };
+        let http = reqwest::Client::new();
+        eventually("the sidecar to be ready (subscribed)", DEADLINE, || async {
+            let response = http.get(format!("{}/v1.0/healthz", service.sidecar_url)).send().await.ok()?;
+            (response.status() == 204).then_some(())
+        })
+        .await;
+        service
+    }
+
+    /// Stops the sidecar (it stops reading and finishes deliveries in flight) and the app.
+    pub async fn stop(mut self) {
+        self.sidecar.0.cancel();
+        if let Some(task) = self.sidecar.1.take() {
+            task.await.unwrap();
+        }
+        self.app.0.cancel();
+        if let Some(task) = self.app.1.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.sidecar.0.cancel();
+        self.app.0.cancel();
+    }
+}
+
+trait MapUnit {
+    fn map_unit(self) -> impl std::future::Future<Output = ()> + Send + 'static;
+}
+
+impl<F, E> MapUnit for F
+where
+    F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Debug,
+{
+    fn map_unit(self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        async move { self.await.expect("the service runs") }
+    }
+}
+
+/// The three services over one private Redis, each with a database of its own.
+pub struct System {
+    pub redis: PrivateRedis,
+    pub resources: TempDir,
+    pub http: reqwest::Client,
+    pub todo: Service,
+    pub notification: Option<Service>,
+    pub analytics: Option<Service>,
+    pub databases: HashMap<Kind, TestDb>,
+    pub extra: Extra,
+}
+
+impl System {
+    pub async fn start(extra: Extra) -> Self {
+        let redis = PrivateRedis::start().await;
+        let resources = resources(&redis);
+        let mut databases = HashMap::new();
+        for kind in [Kind::Todo, Kind::Notification, Kind::Analytics] {
+            databases.insert(kind, TestDb::new(Backend::Sqlite).await);
+        }
+        // Consumers first: their consumer groups exist before the first event is published.
+        let notification =
+            Service::start(Kind::Notification, &databases[&Kind::Notification].url, &resources.path, &extra).await;
+        let analytics =
+            Service::start(Kind::Analytics, &databases[&Kind::Analytics].url, &resources.path, &extra).await;
+        let todo = Service::start(Kind::Todo, &databases[&Kind::Todo].url, &resources.path, &extra).await;
+        Self {
+            redis,
+            resources,
+            http: reqwest::Client::new(),
+            todo,
+            notification: Some(notification),
+            analytics: Some(analytics),
+            databases,
+            extra,
+        }
+    }
+
+    pub fn consumer(&self, kind: Kind) -> &Service {
+        match kind {
+            Kind::Notification => self.notification.as_ref().expect("notification runs"),
+            Kind::Analytics => self.analytics.as_ref().expect("analytics runs"),
+            Kind::Todo => &self.todo,
+        }
+    }
+
+    pub async fn restart(&mut self, kind: Kind) {
+        let url = self.databases[&kind].url.clone();
+        let service = Service::start(kind, &url, &self.resources.path, &self.extra).await;
+        match kind {
+            Kind::Notification => self.notification = Some(service),
+            Kind::Analytics => self.analytics = Some(service),
+            Kind::Todo => panic!("the tests restart consumers only"),
+        }
+    }
+
+    pub async fn stop(&mut self, kind: Kind) {
+        let service = match kind {
+            Kind::Notification => self.notification.take(),
+            Kind::Analytics => self.analytics.take(),
+            Kind::Todo => panic!("the tests stop consumers only"),
+        };
+        service.expect("running").stop().await;
+    }
+
+    /// `POST /todos` and friends on the todo service; returns the JSON answer.
+    pub async fn todo_call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self.http.request(method, format!("{}{path}", self.todo.url));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        assert!(response.status().is_success(), "{path}: {}", response.status());
+        response.json().await.unwrap_or(Value::Null)
+    }
+
+    pub async fn get(&self, kind: Kind, path: &str) -> Value {
+        let response =
+            self.http.get(format!("{}{path}", self.consumer(kind).url)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        assert!(response.status().is_success(), "{path}: {}", response.status());
+        response.json().await.unwrap()
+    }
+}
+
+/// A webhook receiver answering from a script (then 200), recording every call.
+pub struct Webhook {
+    pub url: String,
+    calls: Arc<Mutex<Vec<Value>>>,
+    script: Arc<Mutex<VecDeque<StatusCode>>>,
+    fallback: Arc<Mutex<StatusCode>>,
+    server: JoinHandle<()>,
+}
+
+type WebhookState = (Arc<Mutex<Vec<Value>>>, Arc<Mutex<VecDeque<StatusCode>>>, Arc<Mutex<StatusCode>>);
+
+async fn hook(State((calls, script, fallback)): State<WebhookState>, body: axum::Json<Value>) -> StatusCode {
+    calls.lock().unwrap().push(body.0);
+    script.lock().unwrap().pop_front().unwrap_or(*fallback.lock().unwrap())
+}
+
+impl Webhook {
+    pub async fn start() -> Self {
+        let state: WebhookState = (Arc::default(), Arc::default(), Arc::new(Mutex::new(StatusCode::OK)));
+        let router = axum::Router::new().route("/hook", post(hook)).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self { url, calls: state.0, script: state.1, fallback: state.2, server }
+    }
+
+    pub fn answer_next(&self, statuses: impl IntoIterator<Item = StatusCode>) {
+        self.script.lock().unwrap().extend(statuses);
+    }
+
+    pub fn answer_always(&self, status: StatusCode) {
+        *self.fallback.lock().unwrap() = status;
+    }
+
+    pub fn calls(&self) -> Vec<Value> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
