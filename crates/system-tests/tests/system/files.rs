@@ -58,7 +58,8 @@ async fn declarative_subscriptions_equal_the_programmatic_ones() {
             .await
             .unwrap();
         let file = repository().join(format!("dapr/subscriptions/{}.yaml", kind.app_id()));
-        let declared = resources::load(&[file.clone()], kind.app_id()).expect("the subscriptions file loads");
+        let declared =
+            resources::load(std::slice::from_ref(&file), kind.app_id()).expect("the subscriptions file loads");
         let declared: Vec<Value> = declared
             .subscriptions
             .iter()

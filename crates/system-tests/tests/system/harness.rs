@@ -157,20 +157,20 @@ impl Service {
             Kind::Todo => {
                 let app = todo::Application::build(todo::Settings::from_lookup(lookup).unwrap()).await.unwrap();
                 let addr = app.local_addr();
-                (addr, tokio::spawn(app.run_until_stopped(app_shutdown.clone()).map_unit()))
+                (addr, tokio::spawn(served(app.run_until_stopped(app_shutdown.clone()))))
             }
             Kind::Notification => {
                 let app = notification::Application::build(notification::Settings::from_lookup(lookup).unwrap())
                     .await
                     .unwrap();
                 let addr = app.local_addr();
-                (addr, tokio::spawn(app.run_until_stopped(app_shutdown.clone()).map_unit()))
+                (addr, tokio::spawn(served(app.run_until_stopped(app_shutdown.clone()))))
             }
             Kind::Analytics => {
                 let app =
                     analytics::Application::build(analytics::Settings::from_lookup(lookup).unwrap()).await.unwrap();
                 let addr = app.local_addr();
-                (addr, tokio::spawn(app.run_until_stopped(app_shutdown.clone()).map_unit()))
+                (addr, tokio::spawn(served(app.run_until_stopped(app_shutdown.clone()))))
             }
         };
         let sidecar = Sidecar::build(SidecarConfig {
@@ -226,18 +226,9 @@ impl Drop for Service {
     }
 }
 
-trait MapUnit {
-    fn map_unit(self) -> impl std::future::Future<Output = ()> + Send + 'static;
-}
-
-impl<F, E> MapUnit for F
-where
-    F: std::future::Future<Output = Result<(), E>> + Send + 'static,
-    E: std::fmt::Debug,
-{
-    fn map_unit(self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        async move { self.await.expect("the service runs") }
-    }
+/// A service's run future as a task body: a service that fails fails the test.
+async fn served<E: std::fmt::Debug>(run: impl std::future::Future<Output = Result<(), E>>) {
+    run.await.expect("the service runs")
 }
 
 /// The three services over one private Redis, each with a database of its own.
