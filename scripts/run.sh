@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 RUN_DIR="${RUN_DIR:-.run}"
 say() { printf 'run: %s\n' "$*" >&2; }
 
-redis=$(scripts/ensure-redis.sh)
+# A Redis of our own keeps its data under the run directory.
+redis=$(REDIS_DIR="${REDIS_DIR:-$PWD/$RUN_DIR/redis}" scripts/ensure-redis.sh)
 mkdir -p "$RUN_DIR/data"
 run_file=dapr/dapr.yaml
 if [ "$redis" != "127.0.0.1:6379" ] && [ "$redis" != "localhost:6379" ]; then
