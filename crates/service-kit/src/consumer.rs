@@ -8,8 +8,9 @@
 //!   with an admin API to list, show, replay (republish to the original topic through the Dapr
 //!   publish API) and discard, and its depth as a Prometheus gauge on `/metrics`.
 //!
-//! The tables live in each consumer's own migrations (same DDL, see `processed_events`,
-//! `delivery_failures` and `dead_letters` there).
+//! Its tables (`processed_events`, `delivery_failures`, `dead_letters`) are migration version 1
+//! of every consumer: [`SQLITE_MIGRATIONS`] and [`POSTGRES_MIGRATIONS`] come first in the
+//! consumer's [`Migrations`](crate::db::Migrations), its own tables from version 2.
 
 use std::sync::Arc;
 
@@ -92,6 +93,11 @@ impl ConsumerSettings {
         dapr_events::subscriber::AppToken(self.app_api_token.as_deref().map(Arc::from))
     }
 }
+
+/// The consumer bookkeeping tables (`migrations/sqlite` of this crate).
+pub static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// The same for PostgreSQL.
+pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Records that `consumer` processed `event_id`, in the caller's transaction. `false` when it
 /// already had: the caller then skips the effect and answers SUCCESS.

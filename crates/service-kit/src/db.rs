@@ -27,11 +27,32 @@ pub enum DbError {
 
 type Result<T, E = DbError> = std::result::Result<T, E>;
 
-/// A service's embedded migrations, one set per backend (`sqlx::migrate!("./migrations/…")`).
+/// A service's embedded migrations per backend (`sqlx::migrate!("./migrations/…")`): one set,
+/// or several run as one sequence (the consumers' shared bookkeeping, then their own tables),
+/// so versions must not repeat across the sets.
 #[derive(Debug, Clone, Copy)]
 pub struct Migrations {
-    pub sqlite: &'static Migrator,
-    pub postgres: &'static Migrator,
+    pub sqlite: &'static [&'static Migrator],
+    pub postgres: &'static [&'static Migrator],
+}
+
+/// Several embedded migration sets as one source, in version order.
+#[derive(Debug)]
+struct Combined(Vec<sqlx::migrate::Migration>);
+
+impl sqlx::migrate::MigrationSource<'static> for Combined {
+    fn resolve(
+        self,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<sqlx::migrate::Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async move {
+            let mut migrations = self.0;
+            migrations.sort_by_key(|m| m.version);
+            if let Some(pair) = migrations.windows(2).find(|pair| pair[0].version == pair[1].version) {
+                return Err(format!("migration version {} is defined twice", pair[0].version).into());
+            }
+            Ok(migrations)
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,11 +119,12 @@ impl Database {
                 Self { backend, reader: pool.clone(), writer: pool }
             }
         };
-        let migrator = match backend {
+        let sets = match backend {
             Backend::Sqlite => migrations.sqlite,
             Backend::Postgres => migrations.postgres,
         };
-        migrator.run(&database.writer).await?;
+        let combined = Combined(sets.iter().flat_map(|set| set.iter().cloned()).collect());
+        Migrator::new(combined).await?.run(&database.writer).await?;
         Ok(database)
     }
 
@@ -190,8 +212,8 @@ mod tests {
         // From the working directory up to the root, then down into the temp dir.
         let up = "../".repeat(std::env::current_dir().unwrap().components().count() - 1);
         let url = format!("sqlite://{up}{}/nested/app.db", dir.strip_prefix("/").unwrap().display());
-        let migrations = Migrations { sqlite: &NO_MIGRATIONS, postgres: &NO_MIGRATIONS };
-        let db = Database::connect(&url, 2, migrations).await.expect("a relative path connects");
+        const MIGRATIONS: Migrations = Migrations { sqlite: &[&NO_MIGRATIONS], postgres: &[&NO_MIGRATIONS] };
+        let db = Database::connect(&url, 2, MIGRATIONS).await.expect("a relative path connects");
         db.ping().await.unwrap();
         db.close().await;
         assert!(dir.join("nested/app.db").is_file(), "{url}");

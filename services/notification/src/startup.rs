@@ -25,7 +25,11 @@ use crate::{events, notifications};
 
 static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
-pub const MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
+/// The shared consumer bookkeeping (version 1), then this service's tables.
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: &[&service_kit::consumer::SQLITE_MIGRATIONS, &SQLITE],
+    postgres: &[&service_kit::consumer::POSTGRES_MIGRATIONS, &POSTGRES],
+};
 
 #[derive(Clone)]
 pub struct AppState {

@@ -10,7 +10,7 @@ use crate::error::Result;
 static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
 
-pub const MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
+pub const MIGRATIONS: Migrations = Migrations { sqlite: &[&SQLITE], postgres: &[&POSTGRES] };
 
 /// Connects (creating a SQLite file on first start) and runs the migrations.
 pub async fn connect(url: &str, max_connections: u32) -> Result<Database> {
