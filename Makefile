@@ -7,11 +7,11 @@ CARGO ?= cargo
 RUN_DIR ?= .run
 
 
-.PHONY: help build run test test-unit bench-write bench-relay bench-sidecar lint fmt clean ensure-rust
+.PHONY: help build run test test-unit validate-k8s bench-write bench-relay bench-sidecar lint fmt clean ensure-rust
 
 help:
 	@echo "make run          build and start todo, notification and analytics with their sidecars (dapr/dapr.yaml)"
-	@echo "make test         every test: unit and integration, on SQLite and PostgreSQL"
+	@echo "make test         every test: unit, integration (SQLite and PostgreSQL), end to end, k8s validation"
 	@echo "make bench-write  POST /todos throughput and latency vs a bare insert (release)"
 	@echo "make bench-relay  outbox claim latency with a million published rows (release)"
 	@echo "make bench-sidecar dev sidecar publish and delivery latency, throughput and RSS (release)"
@@ -36,6 +36,10 @@ test: ensure-rust
 	echo "PostgreSQL for tests: $$pg; Redis for tests: $$redis"; \
 	TEST_POSTGRES_URL=$$pg TEST_REDIS_HOST=$$redis $(CARGO) test --workspace --locked --no-fail-fast
 	$(CARGO) build --workspace --benches --locked
+	scripts/validate-k8s.sh
+
+validate-k8s:
+	scripts/validate-k8s.sh
 
 test-unit: ensure-rust
 	$(CARGO) test --workspace --locked --lib --bins

@@ -25,6 +25,13 @@ fn components_load_with_an_inbound_retry_before_the_dead_letter_topic() {
 }
 
 #[test]
+fn the_clusters_resiliency_is_the_local_one() {
+    let local = resources::load(&[repository().join("components/resiliency.yaml")], "todo").unwrap();
+    let cluster = resources::load(&[repository().join("k8s/base/dapr/resiliency.yaml")], "todo").unwrap();
+    assert_eq!(local.resiliencies, cluster.resiliencies);
+}
+
+#[test]
 fn the_run_file_starts_the_three_services_on_their_ports() {
     let plans = devsidecar::run::plan(&repository().join("dapr/dapr.yaml")).expect("dapr/dapr.yaml resolves");
     let apps: Vec<(String, Option<u16>, u16)> =
@@ -57,7 +64,7 @@ async fn declarative_subscriptions_equal_the_programmatic_ones() {
             .json()
             .await
             .unwrap();
-        let file = repository().join(format!("dapr/subscriptions/{}.yaml", kind.app_id()));
+        let file = repository().join(format!("k8s/base/dapr/subscriptions-{}.yaml", kind.app_id()));
         let declared =
             resources::load(std::slice::from_ref(&file), kind.app_id()).expect("the subscriptions file loads");
         let declared: Vec<Value> = declared
