@@ -5,9 +5,12 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 RUN_DIR ?= .run
+# Images: $(IMAGE_REPO)/<service>:$(IMAGE_TAG), the names the k8s manifests use.
+IMAGE_REPO ?= ghcr.io/dapr-todo
+IMAGE_TAG ?= 0.1.0
 
 
-.PHONY: help build run test test-unit validate-k8s bench-write bench-relay bench-sidecar lint fmt clean ensure-rust
+.PHONY: help build images run test test-unit validate-k8s bench-write bench-relay bench-sidecar lint fmt clean ensure-rust
 
 help:
 	@echo "make run          build and start todo, notification and analytics with their sidecars (dapr/dapr.yaml)"
@@ -15,6 +18,7 @@ help:
 	@echo "make bench-write  POST /todos throughput and latency vs a bare insert (release)"
 	@echo "make bench-relay  outbox claim latency with a million published rows (release)"
 	@echo "make bench-sidecar dev sidecar publish and delivery latency, throughput and RSS (release)"
+	@echo "make images       container images of the three services ($(IMAGE_REPO)/<service>:$(IMAGE_TAG))"
 	@echo "make lint         rustfmt check and clippy with warnings as errors"
 
 ensure-rust:
@@ -22,6 +26,12 @@ ensure-rust:
 
 build: ensure-rust
 	$(CARGO) build --release --locked --bin todo --bin notification --bin analytics --bin devsidecar
+
+images:
+	@command -v docker >/dev/null || { echo "make images needs docker" >&2; exit 1; }
+	for service in todo notification analytics; do \
+	  docker build --build-arg SERVICE=$$service -t $(IMAGE_REPO)/$$service:$(IMAGE_TAG) . ; \
+	done
 
 # Redis found or started by scripts/ensure-redis.sh; the Dapr CLI when installed, else the dev
 # sidecar; SQLite databases under $(RUN_DIR)/data.
