@@ -6,7 +6,14 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use service_kit::testing::{DEADLINE, eventually};
 
-use crate::harness::{ADMIN_TOKEN, Extra, Kind, System, Webhook};
+use crate::harness::{ADMIN_TOKEN, DbBackend, Extra, Kind, System, Webhook};
+use crate::on_both_backends;
+
+on_both_backends!(
+    a_dropped_event_is_dead_lettered_and_replayed_after_the_fix,
+    a_transient_failure_is_retried_per_the_policy_then_dead_lettered,
+    with_an_app_token_the_system_works_and_callers_without_it_are_refused
+);
 
 async fn dead_letters(system: &System) -> Vec<Value> {
     system.get(Kind::Notification, "/admin/dead-letters").await["items"].as_array().unwrap().clone()
@@ -16,12 +23,11 @@ fn with_webhook(webhook: &Webhook) -> Extra {
     Extra { app_token: None, env: [("NOTIFY_WEBHOOK_URL", webhook.url.clone())].into() }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dropped_event_is_dead_lettered_and_replayed_after_the_fix() {
+async fn a_dropped_event_is_dead_lettered_and_replayed_after_the_fix(backend: DbBackend) {
     let webhook = Webhook::start().await;
     // The receiver refuses the first notification: a 4xx is poison to the notification service.
     webhook.answer_next([StatusCode::UNPROCESSABLE_ENTITY]);
-    let system = System::start(with_webhook(&webhook)).await;
+    let system = System::start(backend, with_webhook(&webhook)).await;
     let todo = system.todo_call(Method::POST, "/todos", Some(json!({"userId": "dee", "title": "Call the bank"}))).await;
     let letter = eventually("a dead letter", DEADLINE, || async { dead_letters(&system).await.first().cloned() }).await;
     assert_eq!(letter["topic"], "todos.task.created");
@@ -55,11 +61,10 @@ async fn a_dropped_event_is_dead_lettered_and_replayed_after_the_fix() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_transient_failure_is_retried_per_the_policy_then_dead_lettered() {
+async fn a_transient_failure_is_retried_per_the_policy_then_dead_lettered(backend: DbBackend) {
     let webhook = Webhook::start().await;
     webhook.answer_always(StatusCode::SERVICE_UNAVAILABLE);
-    let system = System::start(with_webhook(&webhook)).await;
+    let system = System::start(backend, with_webhook(&webhook)).await;
     system.todo_call(Method::POST, "/todos", Some(json!({"userId": "eli", "title": "Flaky"}))).await;
     let letter = eventually("a dead letter", DEADLINE, || async { dead_letters(&system).await.first().cloned() }).await;
     assert!(letter["reason"].as_str().unwrap().contains("503"), "{letter}");
@@ -68,9 +73,8 @@ async fn a_transient_failure_is_retried_per_the_policy_then_dead_lettered() {
     assert_eq!(system.get(Kind::Notification, "/notifications?userId=eli").await["items"].as_array().unwrap().len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_an_app_token_the_system_works_and_callers_without_it_are_refused() {
-    let system = System::start(Extra { app_token: Some("sidecar-secret"), env: Default::default() }).await;
+async fn with_an_app_token_the_system_works_and_callers_without_it_are_refused(backend: DbBackend) {
+    let system = System::start(backend, Extra { app_token: Some("sidecar-secret"), env: Default::default() }).await;
     system.todo_call(Method::POST, "/todos", Some(json!({"userId": "fay", "title": "Guarded"}))).await;
     eventually("the notification", DEADLINE, || async {
         let items = system.get(Kind::Notification, "/notifications?userId=fay").await;

@@ -5,7 +5,10 @@
 use devsidecar::resources::{self, Direction, RetryKind};
 use serde_json::{Value, json};
 
-use crate::harness::{Extra, Kind, System, repository};
+use crate::harness::{DbBackend, Extra, Kind, System, repository};
+use crate::on_both_backends;
+
+on_both_backends!(declarative_subscriptions_equal_the_programmatic_ones);
 
 #[test]
 fn components_load_with_an_inbound_retry_before_the_dead_letter_topic() {
@@ -51,9 +54,8 @@ fn the_run_file_starts_the_three_services_on_their_ports() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn declarative_subscriptions_equal_the_programmatic_ones() {
-    let system = System::start(Extra::default()).await;
+async fn declarative_subscriptions_equal_the_programmatic_ones(backend: DbBackend) {
+    let system = System::start(backend, Extra::default()).await;
     for kind in [Kind::Notification, Kind::Analytics] {
         let programmatic: Vec<Value> = system
             .http

@@ -4,7 +4,14 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use service_kit::testing::{DEADLINE, eventually};
 
-use crate::harness::{ADMIN_TOKEN, Extra, Kind, System};
+use crate::harness::{ADMIN_TOKEN, DbBackend, Extra, Kind, System};
+use crate::on_both_backends;
+
+on_both_backends!(
+    create_update_complete_and_delete_reach_notifications_and_analytics,
+    a_republished_event_with_the_same_id_has_no_second_effect,
+    a_consumer_stopped_while_todos_change_catches_up_after_restart
+);
 
 async fn notifications_of(system: &System, user: &str) -> Vec<Value> {
     system.get(Kind::Notification, &format!("/notifications?userId={user}")).await["items"].as_array().unwrap().clone()
@@ -19,9 +26,8 @@ async fn wait_for_figures(system: &System, user: &str, expected: Value) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn create_update_complete_and_delete_reach_notifications_and_analytics() {
-    let system = System::start(Extra::default()).await;
+async fn create_update_complete_and_delete_reach_notifications_and_analytics(backend: DbBackend) {
+    let system = System::start(backend, Extra::default()).await;
     let kept = system.todo_call(Method::POST, "/todos", Some(json!({"userId": "ada", "title": "Write notes"}))).await;
     let gone = system.todo_call(Method::POST, "/todos", Some(json!({"userId": "ada", "title": "Old idea"}))).await;
     let (kept, gone) = (kept["id"].as_str().unwrap().to_owned(), gone["id"].as_str().unwrap().to_owned());
@@ -45,9 +51,8 @@ async fn create_update_complete_and_delete_reach_notifications_and_analytics() {
     assert_eq!(notifications_of(&system, "ada").await.len(), 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_republished_event_with_the_same_id_has_no_second_effect() {
-    let system = System::start(Extra::default()).await;
+async fn a_republished_event_with_the_same_id_has_no_second_effect(backend: DbBackend) {
+    let system = System::start(backend, Extra::default()).await;
     let todo = system.todo_call(Method::POST, "/todos", Some(json!({"userId": "bea", "title": "Once"}))).await;
     let id = todo["id"].as_str().unwrap();
     system.todo_call(Method::POST, &format!("/todos/{id}/complete"), None).await;
@@ -86,9 +91,8 @@ async fn a_republished_event_with_the_same_id_has_no_second_effect() {
     assert_eq!(rebuilt.json::<Value>().await.unwrap()["replayedEvents"], 2, "the duplicate was not logged");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_consumer_stopped_while_todos_change_catches_up_after_restart() {
-    let mut system = System::start(Extra::default()).await;
+async fn a_consumer_stopped_while_todos_change_catches_up_after_restart(backend: DbBackend) {
+    let mut system = System::start(backend, Extra::default()).await;
     let first = system.todo_call(Method::POST, "/todos", Some(json!({"userId": "cai", "title": "Before"}))).await;
     wait_for_figures(&system, "cai", json!({"created": 1, "completed": 0, "open": 1, "deleted": 0})).await;
 

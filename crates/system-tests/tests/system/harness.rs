@@ -13,6 +13,8 @@ use axum::routing::post;
 use devsidecar::sidecar::{Sidecar, SidecarConfig};
 use serde_json::Value;
 use service_kit::testing::{Backend, DEADLINE, TempDir, TestDb, eventually};
+
+pub use service_kit::testing::Backend as DbBackend;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -241,15 +243,17 @@ pub struct System {
     pub analytics: Option<Service>,
     pub databases: HashMap<Kind, TestDb>,
     pub extra: Extra,
+    /// More instances of the services, on the same databases and app ids.
+    pub replicas: Vec<Service>,
 }
 
 impl System {
-    pub async fn start(extra: Extra) -> Self {
+    pub async fn start(backend: Backend, extra: Extra) -> Self {
         let redis = PrivateRedis::start().await;
         let resources = resources(&redis);
         let mut databases = HashMap::new();
         for kind in [Kind::Todo, Kind::Notification, Kind::Analytics] {
-            databases.insert(kind, TestDb::new(Backend::Sqlite).await);
+            databases.insert(kind, TestDb::new(backend).await);
         }
         // Consumers first: their consumer groups exist before the first event is published.
         let notification =
@@ -266,7 +270,16 @@ impl System {
             analytics: Some(analytics),
             databases,
             extra,
+            replicas: Vec::new(),
         }
+    }
+
+    /// Starts one more instance of `kind` (app and sidecar) on the same database and app id:
+    /// a second relay for the todo service, a competing consumer for the others.
+    pub async fn add_replica(&mut self, kind: Kind) -> &Service {
+        let url = self.databases[&kind].url.clone();
+        self.replicas.push(Service::start(kind, &url, &self.resources.path, &self.extra).await);
+        self.replicas.last().expect("just pushed")
     }
 
     pub fn consumer(&self, kind: Kind) -> &Service {

@@ -2,6 +2,9 @@
 
 mod harness;
 
+pub(crate) use service_kit::on_both_backends;
+
 mod failures;
 mod files;
 mod flows;
+mod replicas;
