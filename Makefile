@@ -10,11 +10,12 @@ IMAGE_REPO ?= ghcr.io/dapr-todo
 IMAGE_TAG ?= 0.1.0
 
 
-.PHONY: help build images run test test-unit validate-k8s bench-write bench-relay bench-sidecar lint fmt clean ensure-rust
+.PHONY: help build images run test test-kafka test-unit validate-k8s bench-write bench-relay bench-sidecar lint fmt clean ensure-rust
 
 help:
 	@echo "make run          build and start todo, notification and analytics with their sidecars (dapr/dapr.yaml)"
 	@echo "make test         every test: unit, integration (SQLite and PostgreSQL), end to end, k8s validation"
+	@echo "make test-kafka   the dev sidecar's pubsub.kafka against a real broker (tansu)"
 	@echo "make bench-write  POST /todos throughput and latency vs a bare insert (release)"
 	@echo "make bench-relay  outbox claim latency with a million published rows (release)"
 	@echo "make bench-sidecar dev sidecar publish and delivery latency, throughput and RSS (release)"
@@ -50,6 +51,11 @@ test: ensure-rust
 
 validate-k8s:
 	scripts/validate-k8s.sh
+
+# pubsub.kafka of the dev sidecar against a real Kafka-protocol broker (tansu, installed once).
+test-kafka: ensure-rust
+	@brokers=$$(scripts/ensure-kafka.sh); echo "Kafka for tests: $$brokers"; \
+	TEST_KAFKA_BROKERS=$$brokers $(CARGO) test --locked -p devsidecar --features kafka --test kafka
 
 test-unit: ensure-rust
 	$(CARGO) test --workspace --locked --lib --bins

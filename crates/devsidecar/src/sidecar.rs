@@ -327,6 +327,15 @@ async fn connect(kind: &str, metadata: &BTreeMap<String, String>, app_id: &str) 
             Ok(Some(Broker::Redis(Box::new(RedisStreams::connect(settings).await?))))
         }
         "pubsub.in-memory" => Ok(Some(Broker::Memory(InMemory::default()))),
+        #[cfg(feature = "kafka")]
+        "pubsub.kafka" => {
+            let settings = crate::pubsub::kafka::KafkaSettings::from_metadata(metadata, app_id)?;
+            Ok(Some(Broker::Kafka(Box::new(crate::pubsub::kafka::Kafka::connect(settings)?))))
+        }
+        #[cfg(not(feature = "kafka"))]
+        "pubsub.kafka" => Err(BrokerError::Kafka(
+            "this devsidecar was built without Kafka support: cargo build -p devsidecar --features kafka".into(),
+        )),
         _ => Ok(None),
     }
 }

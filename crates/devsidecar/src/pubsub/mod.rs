@@ -4,6 +4,8 @@
 //! sits above this layer and hands each component a [`Handler`]; the component decides, as its
 //! daprd counterpart does, what a handler error means (redelivery, ack, or a log line).
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod memory;
 pub mod redis_streams;
 
@@ -38,6 +40,8 @@ pub enum BrokerError {
     Redis(#[from] redis::RedisError),
     #[error("invalid component metadata {field}: {detail}")]
     Metadata { field: &'static str, detail: String },
+    #[error("kafka: {0}")]
+    Kafka(String),
 }
 
 /// Features reported in `/v1.0/metadata` (daprd's `Features()` per component).
@@ -54,6 +58,8 @@ pub fn capabilities(component_type: &str) -> &'static [&'static str] {
 pub enum Broker {
     Redis(Box<redis_streams::RedisStreams>),
     Memory(memory::InMemory),
+    #[cfg(feature = "kafka")]
+    Kafka(Box<kafka::Kafka>),
 }
 
 impl Broker {
@@ -69,6 +75,8 @@ impl Broker {
                 memory.publish(topic, data, metadata).await;
                 Ok(())
             }
+            #[cfg(feature = "kafka")]
+            Broker::Kafka(kafka) => kafka.publish(topic, data, metadata).await,
         }
     }
 
@@ -83,6 +91,8 @@ impl Broker {
         match self {
             Broker::Redis(redis) => redis.subscribe(topic, handler, shutdown).await,
             Broker::Memory(memory) => Ok(memory.subscribe(topic, handler, shutdown)),
+            #[cfg(feature = "kafka")]
+            Broker::Kafka(kafka) => kafka.subscribe(topic, handler, shutdown).await,
         }
     }
 }
