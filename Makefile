@@ -74,7 +74,7 @@ bench-sidecar: ensure-rust
 
 lint: ensure-rust
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

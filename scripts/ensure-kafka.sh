@@ -30,10 +30,12 @@ fi
 
 mkdir -p "$DIR"
 say "starting tansu on 127.0.0.1:$PORT (storage $DIR/tansu.db, log $DIR/tansu.log)"
-nohup tansu broker \
+# tansu reads the path of a sqlite:// URL relative to its working directory: run it there.
+# Every descriptor goes to the log, or the caller's $(…) would wait for the broker to exit.
+(cd "$DIR" && exec nohup tansu broker \
   --listener-url "tcp://127.0.0.1:$PORT" \
   --advertised-listener-url "tcp://127.0.0.1:$PORT" \
-  --storage-engine "sqlite://$DIR/tansu.db" > "$DIR/tansu.log" 2>&1 &
+  --storage-engine "sqlite://tansu.db") < /dev/null > "$DIR/tansu.log" 2>&1 &
 for _ in $(seq 1 300); do
   if listens "127.0.0.1:$PORT"; then echo "127.0.0.1:$PORT"; exit 0; fi
   sleep 0.1

@@ -44,6 +44,10 @@ pub struct KafkaSettings {
     pub auth: KafkaAuth,
     pub disable_tls: bool,
     pub consume_retry: Option<RetrySchedule>,
+    /// `sessionTimeout` (10 s) and `heartbeatInterval` (3 s): how soon a vanished member's
+    /// partitions go to the others.
+    pub session_timeout: Duration,
+    pub heartbeat_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -116,6 +120,8 @@ impl KafkaSettings {
             auto_offset_reset,
             auth,
             disable_tls: flag("disableTls", false)?,
+            session_timeout: duration("sessionTimeout", Duration::from_secs(10))?,
+            heartbeat_interval: duration("heartbeatInterval", Duration::from_secs(3))?,
             consume_retry: flag("consumeRetryEnabled", true)?.then_some(RetrySchedule {
                 backoff,
                 max_retries,
@@ -211,6 +217,8 @@ impl Kafka {
                 // Offsets are stored only once a message is done (see the module docs).
                 .set("enable.auto.offset.store", "false")
                 .set("auto.offset.reset", self.settings.auto_offset_reset)
+                .set("session.timeout.ms", self.settings.session_timeout.as_millis().to_string())
+                .set("heartbeat.interval.ms", self.settings.heartbeat_interval.as_millis().to_string())
                 .create()
                 .map_err(|e| invalid("brokers", format!("creating the consumer: {e}")))?;
             let consumer = Arc::new(consumer);
@@ -304,6 +312,11 @@ async fn read_loop(
     if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(%error, "final offset commit");
     }
+    // Leave the group now, so the partitions go to the other members (or to this app's next
+    // sidecar) at once instead of after the session times out. The handlers hold the broker,
+    // which holds this consumer: dropping them breaks that cycle so the consumer is closed too.
+    consumer.unsubscribe();
+    handlers.write().await.clear();
 }
 
 /// Processes one partition's messages one at a time: the handler (with the component's retry
