@@ -131,6 +131,64 @@ pub async fn note_failure(db: &Database, event_id: &str, reason: &str) {
     }
 }
 
+/// The router every consumer serves: `sidecar` (the routes daprd calls) behind the
+/// `APP_API_TOKEN` check, the consumer's own `api` and `admin` routes (the latter behind
+/// `ADMIN_TOKEN`), health and readiness, the dead-letter admin API and `/metrics`, problem
+/// answers for unknown paths and methods, and a span per request.
+pub fn router<S: Clone + Send + Sync + 'static>(
+    parts: ConsumerRoutes<S>,
+    state: S,
+    dead_letters: &DeadLetterAdmin,
+    app_token: dapr_events::subscriber::AppToken,
+    db: Database,
+) -> Router {
+    let sidecar = parts
+        .sidecar
+        .layer(axum::middleware::from_fn_with_state(app_token, dapr_events::subscriber::require_app_token));
+    let admin = parts
+        .admin
+        .layer(axum::middleware::from_fn_with_state(AdminToken(dead_letters.admin_token.clone()), require_admin_token));
+    Router::new()
+        .merge(sidecar)
+        .merge(parts.api)
+        .merge(admin)
+        .with_state(state)
+        .merge(dead_letters.clone().routes())
+        .route("/healthz", get(crate::health::healthz))
+        .route("/readyz", get(move || async move { crate::health::readiness(&db).await }))
+        .fallback(crate::problem::not_found)
+        .method_not_allowed_fallback(crate::problem::method_not_allowed)
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+        }))
+}
+
+/// A consumer's own routes, by who may call them.
+pub struct ConsumerRoutes<S> {
+    /// `/dapr/subscribe`, `/dapr/config`, `/events/…`, `/dead-letters/…`.
+    pub sidecar: Router<S>,
+    /// The public API.
+    pub api: Router<S>,
+    /// Operator routes beyond the dead letters.
+    pub admin: Router<S>,
+}
+
+/// Serves `router` until `shutdown`; then stops accepting, lets in-flight requests finish
+/// (deliveries included, so daprd gets its answer) and closes the database.
+pub async fn serve(
+    name: &str,
+    listener: tokio::net::TcpListener,
+    router: Router,
+    db: &Database,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "{name} service listening");
+    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    db.close().await;
+    tracing::info!("{name} service stopped");
+    Ok(())
+}
+
 /// Answers a delivery that was not processed: logs the event id, type, correlation id and
 /// reason (whatever of them the body has), notes the reason for a dead letter, and returns
 /// `status` (RETRY or DROP).

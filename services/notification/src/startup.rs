@@ -1,22 +1,16 @@
 //! Building and running the notification service: its database, the routes the sidecar calls
 //! (behind the app token), the notifications API, the dead-letter admin API, graceful shutdown.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::response::Response;
-use axum::routing::get;
-use dapr_events::subscriber::{AppToken, require_app_token};
-use service_kit::consumer::DeadLetterAdmin;
+use dapr_events::subscriber::AppToken;
+use service_kit::consumer::{self, ConsumerRoutes, DeadLetterAdmin};
 use service_kit::db::{Database, Migrations};
-use service_kit::{health, problem};
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 use crate::error::{Error, Result};
@@ -80,31 +74,14 @@ impl Application {
     /// Serves until `shutdown`; then stops accepting, finishes in-flight requests (deliveries
     /// included: daprd gets its answer) and closes the database.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
-        tracing::info!(addr = %self.local_addr(), "notification service listening");
-        let router = router(self.state.clone(), self.app_token);
-        axum::serve(self.listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).into_future().await?;
-        self.state.db.close().await;
-        tracing::info!("notification service stopped");
-        Ok(())
+        let db = self.state.db.clone();
+        let router = router(self.state, self.app_token);
+        Ok(consumer::serve("notification", self.listener, router, &db, shutdown).await?)
     }
 }
 
 pub fn router(state: AppState, app_token: AppToken) -> Router {
-    let sidecar_routes = events::routes().layer(axum::middleware::from_fn_with_state(app_token, require_app_token));
-    Router::new()
-        .merge(sidecar_routes)
-        .merge(notifications::routes())
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(readyz))
-        .with_state(state.clone())
-        .merge(state.admin.clone().routes())
-        .fallback(problem::not_found)
-        .method_not_allowed_fallback(problem::method_not_allowed)
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
-        }))
-}
-
-async fn readyz(State(state): State<AppState>) -> Response {
-    health::readiness(&state.db).await
+    let routes = ConsumerRoutes { sidecar: events::routes(), api: notifications::routes(), admin: Router::new() };
+    let (admin, db) = (state.admin.clone(), state.db.clone());
+    consumer::router(routes, state, &admin, app_token, db)
 }
