@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
+/// How often [`eventually`] looks again.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
@@ -32,7 +34,7 @@ where
             return value;
         }
         assert!(started.elapsed() < DEADLINE, "timed out after {DEADLINE:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 
