@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -34,7 +34,7 @@ use uuid::Uuid;
 
 use crate::db::{Database, column, is_unavailable};
 use crate::env::{ConfigError, Env};
-use crate::problem::{FieldError, Problem};
+use crate::problem::{FieldError, PathText, Problem};
 
 /// The configuration every consumer reads; each variable has a default (README,
 /// "Configuration").
@@ -511,7 +511,7 @@ async fn list(
     }
 }
 
-async fn show(State(admin): State<DeadLetterAdmin>, Path(raw): Path<String>) -> Response {
+async fn show(State(admin): State<DeadLetterAdmin>, PathText(raw): PathText) -> Response {
     let Ok(id) = Uuid::parse_str(&raw) else { return bad_id() };
     match admin.store.get(id).await {
         Ok(Some(letter)) => Json(letter).into_response(),
@@ -523,7 +523,7 @@ async fn show(State(admin): State<DeadLetterAdmin>, Path(raw): Path<String>) -> 
 /// Republishes the original CloudEvent, unchanged (same id, so consumers that processed it
 /// already skip it), to its original topic through the sidecar; then marks it replayed. A
 /// failed publish leaves it parked and answers 502 with the sidecar's error.
-async fn replay(State(admin): State<DeadLetterAdmin>, Path(raw): Path<String>) -> Response {
+async fn replay(State(admin): State<DeadLetterAdmin>, PathText(raw): PathText) -> Response {
     let Ok(id) = Uuid::parse_str(&raw) else { return bad_id() };
     let letter = match admin.store.get(id).await {
         Ok(Some(letter)) => letter,
@@ -550,10 +550,10 @@ async fn replay(State(admin): State<DeadLetterAdmin>, Path(raw): Path<String>) -
         return database_problem(&error);
     }
     tracing::info!(%id, event_id = %letter.event_id, topic = %letter.topic, "dead letter replayed");
-    show(State(admin), Path(raw)).await
+    show(State(admin), PathText(raw)).await
 }
 
-async fn discard(State(admin): State<DeadLetterAdmin>, Path(raw): Path<String>) -> Response {
+async fn discard(State(admin): State<DeadLetterAdmin>, PathText(raw): PathText) -> Response {
     let Ok(id) = Uuid::parse_str(&raw) else { return bad_id() };
     match admin.store.get(id).await {
         Ok(Some(_)) => {}
@@ -563,7 +563,7 @@ async fn discard(State(admin): State<DeadLetterAdmin>, Path(raw): Path<String>) 
     if let Err(error) = admin.store.resolve(id, DeadLetterStatus::Discarded).await {
         return database_problem(&error);
     }
-    show(State(admin), Path(raw)).await
+    show(State(admin), PathText(raw)).await
 }
 
 /// Prometheus text exposition: the dead-letter depth (more metrics come later).

@@ -66,6 +66,36 @@ impl IntoResponse for Problem {
     }
 }
 
+/// One path parameter as text. A malformed one (bad percent-encoding, not UTF-8) answers a 400
+/// problem naming the parameter, where axum's own `Path` would answer plain text.
+pub struct PathText(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathText {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Problem> {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(text)) => Ok(Self(text)),
+            Err(rejection) => {
+                let field = match &rejection {
+                    PathRejection::FailedToDeserializePathParams(error) => match error.kind() {
+                        ErrorKind::InvalidUtf8InPathParam { key } | ErrorKind::ParseErrorAtKey { key, .. } => {
+                            key.clone()
+                        }
+                        _ => "path".to_owned(),
+                    },
+                    _ => "path".to_owned(),
+                };
+                Err(Problem::new(StatusCode::BAD_REQUEST, "bad-request")
+                    .detail(rejection.body_text())
+                    .errors(vec![FieldError::new(field, "malformed path parameter")]))
+            }
+        }
+    }
+}
+
 /// Router fallback: unknown paths answer a problem, not an empty 404.
 pub async fn not_found() -> Problem {
     Problem::new(StatusCode::NOT_FOUND, "not-found").detail("No such resource.")

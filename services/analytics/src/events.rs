@@ -11,11 +11,12 @@
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use dapr_events::TodoEventType;
 use dapr_events::subscriber::{self, DeliveryStatus, Poison, Subscription};
 use service_kit::consumer::refuse;
+use service_kit::problem::PathText;
 
 use crate::projection;
 use crate::startup::AppState;
@@ -48,6 +49,6 @@ async fn deliver(State(state): State<AppState>, body: Bytes) -> DeliveryStatus {
     }
 }
 
-async fn dead_letter(State(state): State<AppState>, Path(topic): Path<String>, body: Bytes) -> DeliveryStatus {
+async fn dead_letter(State(state): State<AppState>, PathText(topic): PathText, body: Bytes) -> DeliveryStatus {
     state.admin.receive(&body, &topic).await
 }

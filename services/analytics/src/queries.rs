@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use chrono::NaiveDate;
 use dapr_events::catalog::validate_user_id;
@@ -18,6 +18,7 @@ use dapr_events::cloudevent::timestamp;
 use serde::Serialize;
 use serde_json::{Value, json};
 use service_kit::db::Database;
+use service_kit::problem::PathText;
 
 use crate::error::{Error, Result};
 use crate::projection;
@@ -28,7 +29,7 @@ const MAX_DAYS: i64 = 366;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/analytics/users/{user_id}", get(user))
+        .route("/analytics/users/{userId}", get(user))
         .route("/analytics/summary", get(summary))
         .route("/analytics/daily", get(daily))
 }
@@ -96,7 +97,7 @@ async fn figures(db: &Database, user_id: Option<&str>) -> Result<Figures> {
 }
 
 /// `GET /analytics/users/{userId}`: a user nobody has seen yet has all-zero figures.
-async fn user(State(state): State<AppState>, Path(user_id): Path<String>) -> Result<Json<Value>> {
+async fn user(State(state): State<AppState>, PathText(user_id): PathText) -> Result<Json<Value>> {
     validate_user_id(&user_id).map_err(|detail| Error::bad_request("userId", detail))?;
     let figures = figures(&state.db, Some(&user_id)).await?;
     let mut body = serde_json::to_value(figures).expect("figures serialise");

@@ -14,11 +14,12 @@
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use dapr_events::TodoEventType;
 use dapr_events::subscriber::{self, DeliveryStatus, Poison, Subscription};
 use service_kit::consumer::refuse;
+use service_kit::problem::PathText;
 
 use crate::notifications;
 use crate::startup::AppState;
@@ -40,7 +41,7 @@ async fn subscribe(State(state): State<AppState>) -> Json<Vec<Subscription>> {
     Json(subscriber::with_dead_letters(&state.pubsub_name, &state.app_id, TOPICS.map(TodoEventType::topic)))
 }
 
-async fn deliver(State(state): State<AppState>, Path(topic): Path<String>, body: Bytes) -> DeliveryStatus {
+async fn deliver(State(state): State<AppState>, PathText(topic): PathText, body: Bytes) -> DeliveryStatus {
     let event = match subscriber::read_todo_event(&body) {
         Ok(event) => event,
         Err(Poison(reason)) => return refuse(&state.db, &body, DeliveryStatus::Drop, &reason).await,
@@ -68,6 +69,6 @@ async fn deliver(State(state): State<AppState>, Path(topic): Path<String>, body:
     DeliveryStatus::Success
 }
 
-async fn dead_letter(State(state): State<AppState>, Path(topic): Path<String>, body: Bytes) -> DeliveryStatus {
+async fn dead_letter(State(state): State<AppState>, PathText(topic): PathText, body: Bytes) -> DeliveryStatus {
     state.admin.receive(&body, &topic).await
 }

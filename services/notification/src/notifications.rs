@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use dapr_events::TodoEventType;
@@ -15,6 +15,7 @@ use dapr_events::subscriber::TodoEvent;
 use serde::Serialize;
 use service_kit::consumer::mark_processed;
 use service_kit::db::{Database, column};
+use service_kit::problem::PathText;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use uuid::Uuid;
@@ -162,7 +163,7 @@ async fn list(
 }
 
 /// `POST /notifications/{id}/read`: idempotent; the first read time is kept.
-async fn mark_read(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<Notification>> {
+async fn mark_read(State(state): State<AppState>, PathText(raw): PathText) -> Result<Json<Notification>> {
     let id = Uuid::parse_str(&raw).map_err(|_| Error::bad_request("id", "not a UUID"))?;
     sqlx::query("UPDATE notifications SET read_at = $1 WHERE id = $2 AND read_at IS NULL")
         .bind(timestamp::format(&Utc::now()))

@@ -109,6 +109,7 @@ async fn poison_is_dropped_and_bad_queries_are_named(backend: Backend) {
     assert_eq!(app.get("/analytics/summary").await.1["created"], 0);
     for (path, field) in [
         ("/analytics/users/a%20b", "userId"),
+        ("/analytics/users/%FF", "userId"),
         ("/analytics/daily?to=2026-11-01", "from"),
         ("/analytics/daily?from=2026-11-02&to=2026-11-01", "to"),
         ("/analytics/daily?from=2026-13-01&to=2026-11-01", "from"),

@@ -142,6 +142,10 @@ async fn the_api_validates_its_input(backend: Backend) {
     assert_eq!(missing.status(), 404);
     let malformed = app.http.post(app.url("/notifications/42/read")).send().await.unwrap();
     assert_eq!(malformed.status(), 400);
+    let undecodable = app.http.post(app.url("/notifications/%FF/read")).send().await.unwrap();
+    assert_eq!(undecodable.status(), 400);
+    assert_eq!(undecodable.headers()["content-type"], "application/problem+json");
+    assert_eq!(undecodable.json::<Value>().await.unwrap()["errors"][0]["field"], "id");
     assert_eq!(app.http.get(app.url("/nowhere")).send().await.unwrap().status(), 404);
     assert_eq!(app.http.delete(app.url("/notifications")).send().await.unwrap().status(), 405);
     app.stop().await;
