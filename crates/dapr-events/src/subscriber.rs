@@ -96,11 +96,7 @@ pub struct AppToken(pub Option<Arc<str>>);
 pub async fn require_app_token(State(token): State<AppToken>, request: Request, next: Next) -> Response {
     let Some(expected) = token.0 else { return next.run(request).await };
     let presented = request.headers().get(API_TOKEN_HEADER).and_then(|v| v.to_str().ok());
-    // Compare in constant time for equal lengths: a timing side channel must not reveal it.
-    let matches = presented.is_some_and(|p| {
-        p.len() == expected.len() && p.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-    });
-    if !matches {
+    if !token_matches(presented, &expected) {
         tracing::warn!(path = %request.uri().path(), "request without a valid dapr-api-token refused");
         let problem = serde_json::json!({
             "type": "https://dapr-todo.example/problems/unauthorized",
@@ -116,6 +112,14 @@ pub async fn require_app_token(State(token): State<AppToken>, request: Request, 
         return response;
     }
     next.run(request).await
+}
+
+/// Whether a presented token equals the expected one, compared in constant time (for equal
+/// lengths) so response timing does not reveal how much of a guess was right.
+pub fn token_matches(presented: Option<&str>, expected: &str) -> bool {
+    presented.is_some_and(|p| {
+        p.len() == expected.len() && p.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    })
 }
 
 /// A delivered todo event, checked: what a consumer acts on.

@@ -67,14 +67,6 @@ pub enum AppVerdict {
     Drop,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    #[error("the app did not open port {0} in time")]
-    NotListening(String),
-    #[error("calling the app failed: {0}")]
-    Transport(#[from] reqwest::Error),
-}
-
 impl AppChannel {
     pub fn new(address: &str, port: u16, app_id: &str, app_api_token: Option<String>) -> Self {
         // No timeout: daprd's app client has none; only a resiliency timeout bounds a delivery.
@@ -92,16 +84,10 @@ impl AppChannel {
         }
     }
 
-    /// daprd polls the app port every 100 ms until it accepts a TCP connection.
-    pub async fn wait_until_listening(&self, timeout: Option<Duration>) -> Result<(), AppError> {
-        let started = tokio::time::Instant::now();
-        loop {
-            if tokio::net::TcpStream::connect(&self.address).await.is_ok() {
-                return Ok(());
-            }
-            if timeout.is_some_and(|t| started.elapsed() > t) {
-                return Err(AppError::NotListening(self.address.clone()));
-            }
+    /// daprd polls the app port every 100 ms until it accepts a TCP connection, however long
+    /// that takes (the caller stops waiting on shutdown).
+    pub async fn wait_until_listening(&self) {
+        while tokio::net::TcpStream::connect(&self.address).await.is_err() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -244,6 +243,3 @@ fn delivery_headers(subscription: &ActiveSubscription, message: &Message, event:
     }
     headers
 }
-
-/// How long a delivery may still run once shutdown began before the component gives up on it.
-pub const SHUTDOWN_GRACE: Duration = crate::pubsub::redis_streams::SHUTDOWN_GRACE;

@@ -187,7 +187,7 @@ impl Sidecar {
             );
             let waited = tokio::select! {
                 _ = shutdown.cancelled() => false,
-                listening = app.wait_until_listening(None) => listening.is_ok(),
+                _ = app.wait_until_listening() => true,
             };
             if waited {
                 app.get_config().await;

@@ -114,6 +114,18 @@ pub async fn mark_processed(conn: &mut AnyConnection, event_id: &str, consumer: 
     Ok(inserted.rows_affected() == 1)
 }
 
+/// Whether `consumer` has processed `event_id` (for an effect that cannot share a transaction
+/// with its record, such as a call to another system).
+pub async fn was_processed(db: &Database, event_id: &str, consumer: &str) -> Result<bool, sqlx::Error> {
+    let found: Option<String> =
+        sqlx::query_scalar("SELECT event_id FROM processed_events WHERE event_id = $1 AND consumer = $2")
+            .bind(event_id)
+            .bind(consumer)
+            .fetch_optional(&db.reader)
+            .await?;
+    Ok(found.is_some())
+}
+
 /// Remembers why the delivery of `event_id` failed (the last reason wins), for the dead letter
 /// that may follow. Best effort: the answer to daprd matters more than the note.
 pub async fn note_failure(db: &Database, event_id: &str, reason: &str) {
@@ -428,10 +440,7 @@ pub async fn require_admin_token(State(token): State<AdminToken>, request: Reque
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let matches = presented.is_some_and(|p| {
-        p.len() == expected.len() && p.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-    });
-    if !matches {
+    if !dapr_events::subscriber::token_matches(presented, expected) {
         return Problem::new(StatusCode::UNAUTHORIZED, "unauthorized")
             .detail("Admin routes need `Authorization: Bearer <ADMIN_TOKEN>`.")
             .errors(vec![FieldError::new("Authorization", "missing or wrong bearer token")])

@@ -16,13 +16,6 @@ pub struct Env<F> {
     lookup: F,
 }
 
-impl Env<fn(&str) -> Option<String>> {
-    /// The process environment.
-    pub fn process() -> Self {
-        Self { lookup: |name| std::env::var(name).ok() }
-    }
-}
-
 impl<F: Fn(&str) -> Option<String>> Env<F> {
     pub fn new(lookup: F) -> Self {
         Self { lookup }

@@ -67,10 +67,6 @@ impl Application {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
-    pub fn state(&self) -> &AppState {
-        &self.state
-    }
-
     /// Serves until `shutdown`; then stops accepting, finishes in-flight requests (deliveries
     /// included: daprd gets its answer) and closes the database.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {

@@ -7,8 +7,7 @@
 //! non-2xx means the receiver will never take it (DROP, to the dead-letter topic, replayable
 //! once the receiver is fixed).
 
-use chrono::Utc;
-use dapr_events::cloudevent::timestamp;
+use service_kit::consumer::{mark_processed, was_processed};
 use service_kit::db::Database;
 
 use crate::config::WebhookSettings;
@@ -39,14 +38,10 @@ impl Webhook {
 
     /// Calls the webhook for `notification` unless that was done already.
     pub async fn deliver_once(&self, db: &Database, notification: &Notification) -> Result<(), WebhookError> {
-        let done: Option<String> =
-            sqlx::query_scalar("SELECT event_id FROM processed_events WHERE event_id = $1 AND consumer = $2")
-                .bind(&notification.event_id)
-                .bind(WEBHOOK)
-                .fetch_optional(&db.reader)
-                .await
-                .map_err(|e| WebhookError::Transient(format!("database: {e}")))?;
-        if done.is_some() {
+        let done = was_processed(db, &notification.event_id, WEBHOOK)
+            .await
+            .map_err(|e| WebhookError::Transient(format!("database: {e}")))?;
+        if done {
             return Ok(());
         }
         let sent = self
@@ -64,13 +59,11 @@ impl Webhook {
         if !status.is_success() {
             return Err(WebhookError::Permanent(format!("{} answered {status}", self.url)));
         }
-        sqlx::query("INSERT INTO processed_events (event_id, consumer, processed_at) VALUES ($1, $2, $3) ON CONFLICT (event_id, consumer) DO NOTHING")
-            .bind(&notification.event_id)
-            .bind(WEBHOOK)
-            .bind(timestamp::format(&Utc::now()))
-            .execute(&db.writer)
-            .await
-            .map_err(|e| WebhookError::Transient(format!("recording the call: {e}")))?;
+        let recorded = async {
+            let mut conn = db.writer.acquire().await?;
+            mark_processed(&mut conn, &notification.event_id, WEBHOOK).await
+        };
+        recorded.await.map_err(|e| WebhookError::Transient(format!("recording the call: {e}")))?;
         Ok(())
     }
 }

@@ -306,7 +306,7 @@ async fn read_loop(
     }
     for (_, (sender, worker)) in workers {
         drop(sender);
-        let _ = tokio::time::timeout(super::redis_streams::SHUTDOWN_GRACE, worker).await;
+        let _ = tokio::time::timeout(super::SHUTDOWN_GRACE, worker).await;
     }
     // Stored offsets go to the broker now rather than at the next auto-commit.
     if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {

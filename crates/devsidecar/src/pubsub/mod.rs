@@ -26,6 +26,10 @@ pub struct Message {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// How long a stopping sidecar waits for deliveries in progress before abandoning them
+/// (unacknowledged, so every component redelivers them later).
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The subscription runtime's verdict on a message. `Err` is what daprd returns to the
 /// component when delivery (with its retries and dead-lettering) failed.
 #[derive(Debug, Clone, thiserror::Error)]

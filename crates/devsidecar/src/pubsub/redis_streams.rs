@@ -22,12 +22,8 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{BrokerError, Handler, Message, metadata_value};
+use super::{BrokerError, Handler, Message, SHUTDOWN_GRACE, metadata_value};
 use crate::duration::parse_go_duration;
-
-/// How long a stopping sidecar waits for deliveries in progress before abandoning them
-/// (unacknowledged, so they are redelivered later).
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// daprd passes `readTimeout` as the `BLOCK` argument and, unset, blocks forever. We block for
 /// at most this long so a reader notices shutdown; on the wire that is only more XREADGROUPs.
@@ -168,10 +164,6 @@ impl RedisStreams {
         let (queue, receiver) = mpsc::channel(settings.queue_depth);
         let workers = WorkerPool { receiver: Arc::new(Mutex::new(receiver)), started: false };
         Ok(Self { settings: Arc::new(settings), client, commands, queue, workers: Arc::new(Mutex::new(Some(workers))) })
-    }
-
-    pub fn settings(&self) -> &RedisSettings {
-        &self.settings
     }
 
     pub async fn publish(
