@@ -146,8 +146,9 @@ where
             .metadata
             .iter()
             .find(|(key, _)| {
-                key.len() == 11 + name.len()
-                    && key[..11].eq_ignore_ascii_case("cloudevent.")
+                // `get` rather than slicing: a key with a multi-byte character at byte 11 (it
+                // comes from the query string) must not panic.
+                key.get(..11).is_some_and(|prefix| prefix.eq_ignore_ascii_case("cloudevent."))
                     && key[11..].eq_ignore_ascii_case(name)
             })
             .map(|(_, value)| value.clone())
@@ -338,6 +339,8 @@ mod tests {
             ],
             None,
         );
+        let unicode = envelope(Some("application/json"), "1", &[("cloudevent\u{e9}id", "x"), ("cloudevent.\u{e9}", "y")], None);
+        assert!(uuid::Uuid::parse_str(unicode["id"].as_str().unwrap()).is_ok(), "non-ASCII keys are not overrides");
         assert_eq!(
             (&overridden["id"], &overridden["type"], &overridden["subject"], &overridden["source"]),
             (&json!("my-id"), &json!("my.type"), &json!("s"), &json!("me"))
