@@ -339,7 +339,8 @@ mod tests {
             ],
             None,
         );
-        let unicode = envelope(Some("application/json"), "1", &[("cloudevent\u{e9}id", "x"), ("cloudevent.\u{e9}", "y")], None);
+        let unicode =
+            envelope(Some("application/json"), "1", &[("cloudevent\u{e9}id", "x"), ("cloudevent.\u{e9}", "y")], None);
         assert!(uuid::Uuid::parse_str(unicode["id"].as_str().unwrap()).is_ok(), "non-ASCII keys are not overrides");
         assert_eq!(
             (&overridden["id"], &overridden["type"], &overridden["subject"], &overridden["source"]),
