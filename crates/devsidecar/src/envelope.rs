@@ -270,13 +270,10 @@ pub fn delivery_traceparent(event: &Map<String, Value>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::metadata;
     use serde_json::json;
 
     const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-    fn metadata(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
-    }
 
     fn envelope(content_type: Option<&str>, body: &str, meta: &[(&str, &str)], traceparent: Option<&str>) -> Value {
         let metadata = metadata(meta);

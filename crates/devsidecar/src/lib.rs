@@ -21,3 +21,14 @@ pub mod run;
 pub mod scopes;
 pub mod sidecar;
 pub mod telemetry;
+
+/// Helpers for the unit tests of several modules.
+#[cfg(test)]
+mod test_support {
+    use std::collections::BTreeMap;
+
+    /// Component or message metadata from `(name, value)` pairs.
+    pub fn metadata(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+}

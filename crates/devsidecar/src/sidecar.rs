@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -34,6 +34,25 @@ pub struct SidecarConfig {
     pub api_token: Option<String>,
     /// `APP_API_TOKEN`: sent to the app.
     pub app_api_token: Option<String>,
+}
+
+impl SidecarConfig {
+    /// A sidecar for `app_id` on 127.0.0.1, its app (if any) on `app_port` there too, reading
+    /// one resources folder, without configuration file or tokens: what tests and examples
+    /// start; set the other fields with struct update syntax.
+    pub fn on_loopback(app_id: &str, app_port: Option<u16>, http_port: u16, resources: &Path) -> Self {
+        Self {
+            app_id: app_id.to_owned(),
+            app_port,
+            app_channel_address: "127.0.0.1".into(),
+            http_port,
+            listen_address: IpAddr::from([127, 0, 0, 1]),
+            resources_paths: vec![resources.to_path_buf()],
+            config_path: None,
+            api_token: None,
+            app_api_token: None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

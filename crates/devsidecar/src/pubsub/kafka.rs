@@ -53,7 +53,7 @@ pub struct KafkaSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub enum KafkaAuth {
     None,
-    /// SASL with `saslUsername`, `saslPassword`, `saslMechanism` (default PLAIN).
+    /// SASL with `saslUsername`, `saslPassword`, and `saslMechanism` in librdkafka's naming.
     Password {
         username: String,
         password: String,
@@ -63,6 +63,25 @@ pub enum KafkaAuth {
 
 fn invalid(field: &'static str, detail: impl Into<String>) -> BrokerError {
     BrokerError::Metadata { field, detail: detail.into() }
+}
+
+/// librdkafka's name for daprd's `saslMechanism`: daprd knows `SHA-512` and `SHA-256` (SCRAM);
+/// anything else, its documented default `PLAINTEXT` or a value such as `SCRAM-SHA-512`, means
+/// SASL PLAIN, without an error. The same here, with a warning, so a component that works with
+/// the dev sidecar works with daprd.
+fn sasl_mechanism(value: Option<&str>) -> &'static str {
+    match value {
+        Some("SHA-512") => "SCRAM-SHA-512",
+        Some("SHA-256") => "SCRAM-SHA-256",
+        None | Some("PLAINTEXT") => "PLAIN",
+        Some(other) => {
+            tracing::warn!(
+                saslMechanism = other,
+                "not SHA-512, SHA-256 or PLAINTEXT: SASL PLAIN is used, as daprd does"
+            );
+            "PLAIN"
+        }
+    }
 }
 
 impl KafkaSettings {
@@ -88,7 +107,7 @@ impl KafkaSettings {
                 password: get("saslPassword")
                     .ok_or_else(|| invalid("saslPassword", "is required with authType password"))?
                     .into(),
-                mechanism: get("saslMechanism").unwrap_or("PLAIN").to_owned(),
+                mechanism: sasl_mechanism(get("saslMechanism")).to_owned(),
             },
             other => {
                 return Err(invalid(
@@ -160,7 +179,7 @@ pub struct Kafka {
 #[derive(Default)]
 struct Subscriptions {
     handlers: Arc<RwLock<HashMap<String, Handler>>>,
-    consumer: Option<Arc<StreamConsumer>>,
+    consumer: Option<Arc<ClosedInBackground>>,
     topics: BTreeSet<String>,
     reader: Option<Arc<Mutex<Option<JoinHandle<()>>>>>,
 }
@@ -221,7 +240,7 @@ impl Kafka {
                 .set("heartbeat.interval.ms", self.settings.heartbeat_interval.as_millis().to_string())
                 .create()
                 .map_err(|e| invalid("brokers", format!("creating the consumer: {e}")))?;
-            let consumer = Arc::new(consumer);
+            let consumer = Arc::new(ClosedInBackground(Some(consumer)));
             subscribed.consumer = Some(consumer.clone());
             let reader =
                 tokio::spawn(read_loop(consumer, subscribed.handlers.clone(), self.settings.clone(), shutdown.clone()));
@@ -244,10 +263,36 @@ impl Kafka {
     }
 }
 
+/// The component's consumer, closed on a thread of its own once the last handle is dropped.
+/// Dropping an rdkafka consumer closes it and waits for the group coordinator's answer without
+/// a limit: with the broker gone that is forever, and on a runtime thread it would keep the
+/// sidecar (or a test's runtime) from ever stopping. The final commit and leaving the group are
+/// requested at shutdown already (`read_loop`); the close completes them if the broker answers.
+struct ClosedInBackground(Option<StreamConsumer>);
+
+impl std::ops::Deref for ClosedInBackground {
+    type Target = StreamConsumer;
+
+    fn deref(&self) -> &StreamConsumer {
+        self.0.as_ref().expect("taken only on drop")
+    }
+}
+
+impl Drop for ClosedInBackground {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take() {
+            let closing = std::thread::Builder::new().name("kafka-close".into()).spawn(move || drop(consumer));
+            if let Err(error) = closing {
+                tracing::warn!(%error, "no thread of its own for closing the Kafka consumer");
+            }
+        }
+    }
+}
+
 /// Reads the consumer and hands each message to its partition's worker, so a partition is
 /// processed in order while partitions proceed in parallel.
 async fn read_loop(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<ClosedInBackground>,
     handlers: Arc<RwLock<HashMap<String, Handler>>>,
     settings: Arc<KafkaSettings>,
     shutdown: CancellationToken,
@@ -308,8 +353,11 @@ async fn read_loop(
         drop(sender);
         let _ = tokio::time::timeout(super::SHUTDOWN_GRACE, worker).await;
     }
-    // Stored offsets go to the broker now rather than at the next auto-commit.
-    if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
+    // Stored offsets go to the broker now rather than at the next auto-commit. Asynchronously:
+    // a synchronous commit can wait without limit, so a broker that is already gone would keep
+    // the sidecar from ever stopping. The close (see `ClosedInBackground`) finishes it if the
+    // broker answers; an offset that does not make it is redelivered, as after a crash.
+    if let Err(error) = consumer.commit_consumer_state(CommitMode::Async) {
         tracing::debug!(%error, "final offset commit");
     }
     // Leave the group now, so the partitions go to the other members (or to this app's next
@@ -322,7 +370,7 @@ async fn read_loop(
 /// Processes one partition's messages one at a time: the handler (with the component's retry
 /// policy), then the offset.
 async fn partition_worker(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<ClosedInBackground>,
     handlers: Arc<RwLock<HashMap<String, Handler>>>,
     settings: Arc<KafkaSettings>,
     mut receiver: mpsc::Receiver<Message>,
@@ -365,10 +413,7 @@ async fn partition_worker(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn metadata(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
-    }
+    use crate::test_support::metadata;
 
     #[test]
     fn settings_follow_daprds_code_defaults() {
@@ -392,7 +437,7 @@ mod tests {
                 ("authType", "password"),
                 ("saslUsername", "u"),
                 ("saslPassword", "p"),
-                ("saslMechanism", "SCRAM-SHA-512"),
+                ("saslMechanism", "SHA-512"),
                 ("disableTls", "true"),
                 ("backOffDuration", "100ms"),
                 ("backOffMaxRetries", "3"),
@@ -406,6 +451,18 @@ mod tests {
             KafkaAuth::Password { username: "u".into(), password: "p".into(), mechanism: "SCRAM-SHA-512".into() }
         );
         assert_eq!(settings.consume_retry.unwrap().max_retries, 3);
+        let mechanism = |value: Option<&str>| {
+            let mut pairs =
+                vec![("brokers", "k"), ("authType", "password"), ("saslUsername", "u"), ("saslPassword", "p")];
+            pairs.extend(value.map(|v| ("saslMechanism", v)));
+            match KafkaSettings::from_metadata(&metadata(&pairs), "x").unwrap().auth {
+                KafkaAuth::Password { mechanism, .. } => mechanism,
+                KafkaAuth::None => unreachable!(),
+            }
+        };
+        assert_eq!(mechanism(Some("SHA-256")), "SCRAM-SHA-256");
+        assert_eq!(mechanism(None), "PLAIN");
+        assert_eq!(mechanism(Some("SCRAM-SHA-512")), "PLAIN", "daprd does not know Kafka's own name");
         let no_retry = KafkaSettings::from_metadata(
             &metadata(&[("brokers", "k"), ("authType", "none"), ("consumeRetryEnabled", "false")]),
             "x",

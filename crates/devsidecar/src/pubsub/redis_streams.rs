@@ -452,10 +452,7 @@ async fn shutdown_then_grace(shutdown: &CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn metadata(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
-    }
+    use crate::test_support::metadata;
 
     #[test]
     fn settings_follow_daprds_code_defaults() {

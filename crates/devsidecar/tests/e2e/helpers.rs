@@ -183,17 +183,7 @@ pub struct RunningSidecar {
 }
 
 pub fn sidecar_config(app_id: &str, app: Option<&TestApp>, resources: &TempDir) -> SidecarConfig {
-    SidecarConfig {
-        app_id: app_id.to_owned(),
-        app_port: app.map(|a| a.addr.port()),
-        app_channel_address: "127.0.0.1".into(),
-        http_port: 0,
-        listen_address: "127.0.0.1".parse().unwrap(),
-        resources_paths: vec![resources.0.clone()],
-        config_path: None,
-        api_token: None,
-        app_api_token: None,
-    }
+    SidecarConfig::on_loopback(app_id, app.map(|a| a.addr.port()), 0, &resources.0)
 }
 
 impl RunningSidecar {

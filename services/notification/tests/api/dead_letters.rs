@@ -103,17 +103,12 @@ async fn a_dropped_event_is_dead_lettered_then_replayed_after_the_fix(backend: B
         "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n",
     )
     .unwrap();
-    let sidecar = Sidecar::build(SidecarConfig {
-        app_id: "notification".into(),
-        app_port: Some(app.addr.port()),
-        app_channel_address: "127.0.0.1".into(),
-        http_port: sidecar_port,
-        listen_address: "127.0.0.1".parse().unwrap(),
-        resources_paths: vec![resources.path.clone()],
-        config_path: None,
-        api_token: None,
-        app_api_token: None,
-    })
+    let sidecar = Sidecar::build(SidecarConfig::on_loopback(
+        "notification",
+        Some(app.addr.port()),
+        sidecar_port,
+        &resources.path,
+    ))
     .await
     .expect("the dev sidecar starts");
     let stop_sidecar = CancellationToken::new();
