@@ -39,19 +39,28 @@ def run(command):
     return done.returncode == 0, "\n".join(line for line in lines if not line.startswith("INFO ")).strip()
 
 
-def component_names(shared, component_type):
-    """The metadata names a component accepts (shared/schemas/README.md, 'Checking Dapr Component metadata names')."""
+def component_metadata(shared, component_type):
+    """The metadata a component accepts (shared/schemas/README.md, 'Checking Dapr Component
+    metadata names'): name -> the values it allows, or None where any value goes. A name defined
+    in several authentication profiles allows the values of all of them."""
     kind, name = component_type.split(".", 1)
     spec = yaml.safe_load((shared / "dapr-component-metadata" / kind / name / "metadata.yaml").read_text())
     builtin = yaml.safe_load((shared / "dapr-component-metadata" / "builtin-authentication-profiles.yaml").read_text())
-    names = {m["name"] for m in spec.get("metadata") or []}
+    fields = list(spec.get("metadata") or [])
     for profile in spec.get("authenticationProfiles") or []:
-        names |= {m["name"] for m in profile.get("metadata") or []}
+        fields += profile.get("metadata") or []
     for profile in spec.get("builtinAuthenticationProfiles") or []:
-        names |= {m["name"] for m in profile.get("metadata") or []}
+        fields += profile.get("metadata") or []
         for builtin_profile in builtin.get(profile["name"]) or []:
-            names |= {m["name"] for m in builtin_profile.get("metadata") or []}
-    return names | DAPR_PUBSUB_KEYS
+            fields += builtin_profile.get("metadata") or []
+    accepted = {key: None for key in DAPR_PUBSUB_KEYS}
+    for field in fields:
+        name, allowed = field["name"], field.get("allowedValues")
+        if allowed is None or (name in accepted and accepted[name] is None):
+            accepted[name] = None  # free somewhere: free everywhere
+        else:
+            accepted[name] = set(map(str, allowed)) | accepted.get(name, set())
+    return accepted
 
 
 def validate(overlay, docs, shared, repo, workdir):
@@ -81,10 +90,17 @@ def validate(overlay, docs, shared, repo, workdir):
     app_ids = {d["spec"]["template"]["metadata"]["annotations"]["dapr.io/app-id"] for d in deployments}
 
     for component in by_kind.get("Component", []):
-        accepted = component_names(shared, component["spec"]["type"])
+        accepted = component_metadata(shared, component["spec"]["type"])
         used = {m["name"] for m in component["spec"].get("metadata") or []}
         check(f"{overlay}: Component {component['metadata']['name']} metadata names are known to {component['spec']['type']}",
-              used <= accepted, f"unknown: {sorted(used - accepted)}")
+              used <= accepted.keys(), f"unknown: {sorted(used - accepted.keys())}")
+        # daprd does not reject a value it does not know: it falls back (a saslMechanism other
+        # than SHA-512/SHA-256 silently means SASL PLAIN), so the cluster would fail at runtime.
+        refused = [f"{m['name']}={m['value']!r} (allowed: {sorted(accepted[m['name']])})"
+                   for m in component["spec"].get("metadata") or []
+                   if "value" in m and accepted.get(m["name"]) and str(m["value"]) not in accepted[m["name"]]]
+        check(f"{overlay}: Component {component['metadata']['name']} metadata values are among the allowed ones",
+              not refused, "; ".join(refused))
         check(f"{overlay}: Component {component['metadata']['name']} is scoped to exactly the apps",
               set(component.get("scopes") or []) == app_ids, f"{component.get('scopes')} vs {sorted(app_ids)}")
 
