@@ -10,12 +10,13 @@ IMAGE_REPO ?= ghcr.io/dapr-todo
 IMAGE_TAG ?= 0.1.0
 
 
-.PHONY: help build images run test test-kafka test-unit validate-k8s bench-write bench-relay bench-sidecar lint fmt clean ensure-rust
+.PHONY: help build build-kafka images run run-kafka test test-kafka test-unit validate-k8s bench-write bench-relay bench-sidecar lint fmt clean ensure-rust
 
 help:
 	@echo "make run          build and start todo, notification and analytics with their sidecars (dapr/dapr.yaml)"
+	@echo "make run-kafka    the same on the cluster's Kafka component, against a local tansu broker"
 	@echo "make test         every test: unit, integration (SQLite and PostgreSQL), end to end, k8s validation"
-	@echo "make test-kafka   the dev sidecar's pubsub.kafka against a real broker (tansu)"
+	@echo "make test-kafka   pubsub.kafka and the whole system end to end on Kafka (tansu)"
 	@echo "make bench-write  POST /todos throughput and latency vs a bare insert (release)"
 	@echo "make bench-relay  outbox claim latency with a million published rows (release)"
 	@echo "make bench-sidecar dev sidecar publish and delivery latency, throughput and RSS (release)"
@@ -39,6 +40,15 @@ images:
 run: build
 	RUN_DIR=$(RUN_DIR) scripts/run.sh
 
+# The same system on the cluster's Kafka component: a tansu broker set up like the cluster's
+# Kafka (SCRAM, the KafkaTopics), its own data under $(RUN_DIR)/kafka.
+build-kafka: ensure-rust
+	@scripts/ensure-kafka.sh --tools-only
+	$(CARGO) build --release --locked --bin todo --bin notification --bin analytics --bin devsidecar --features devsidecar/kafka
+
+run-kafka: build-kafka
+	RUN_DIR=$(RUN_DIR)/kafka PUBSUB=kafka scripts/run.sh
+
 # PostgreSQL and Redis for the tests: the ones on their standard local ports if they answer,
 # else servers of our own (scripts/ensure-postgres.sh, scripts/ensure-redis.sh). Every test
 # creates and drops its own database, and uses stream and group names of its own in Redis.
@@ -52,10 +62,16 @@ test: ensure-rust
 validate-k8s:
 	scripts/validate-k8s.sh
 
-# pubsub.kafka of the dev sidecar against a real Kafka-protocol broker (tansu, installed once).
+# The Kafka suite (scripts/ensure-kafka.sh installs tansu and OpenSSL headers once): the dev
+# sidecar's pubsub.kafka conformance tests against a shared tansu broker, then the whole system
+# end to end on the cluster's Kafka component (k8s/base/dapr/pubsub.yaml, SCRAM-SHA-512), each
+# test with a tansu broker of its own, on SQLite and PostgreSQL.
 test-kafka: ensure-rust
-	@brokers=$$(scripts/ensure-kafka.sh); echo "Kafka for tests: $$brokers"; \
-	TEST_KAFKA_BROKERS=$$brokers $(CARGO) test --locked -p devsidecar --features kafka --test kafka
+	@brokers=$$(scripts/ensure-kafka.sh); pg=$$(scripts/ensure-postgres.sh); \
+	echo "Kafka for tests: $$brokers; PostgreSQL for tests: $$pg"; \
+	export PATH="$$HOME/.cargo/bin:$$PATH"; \
+	TEST_KAFKA_BROKERS=$$brokers $(CARGO) test --locked -p devsidecar --features kafka --test kafka; \
+	TEST_PUBSUB=kafka TEST_POSTGRES_URL=$$pg $(CARGO) test --locked -p system-tests --features kafka
 
 test-unit: ensure-rust
 	$(CARGO) test --workspace --locked --lib --bins

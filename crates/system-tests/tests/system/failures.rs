@@ -51,7 +51,7 @@ async fn a_dropped_event_is_dead_lettered_and_replayed_after_the_fix(backend: Db
         .await;
     assert_eq!(webhook.calls()[1]["message"], "New todo: Call the bank");
     for group in ["notification", "analytics"] {
-        system.redis.wait_until_consumed("todos.task.created", group).await;
+        system.broker.wait_until_consumed("todos.task.created", group).await;
     }
     assert_eq!(dead_letters(&system).await[0]["status"], "replayed");
     assert_eq!(

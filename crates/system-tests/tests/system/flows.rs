@@ -46,7 +46,7 @@ async fn create_update_complete_and_delete_reach_notifications_and_analytics(bac
     wait_for_figures(&system, "ada", json!({"created": 2, "completed": 1, "open": 0, "deleted": 1})).await;
     // Nothing more arrives later: every stream fully consumed, still three notifications.
     for topic in ["todos.task.created", "todos.task.completed"] {
-        system.redis.wait_until_consumed(topic, "notification").await;
+        system.broker.wait_until_consumed(topic, "notification").await;
     }
     assert_eq!(notifications_of(&system, "ada").await.len(), 3);
 }
@@ -76,7 +76,7 @@ async fn a_republished_event_with_the_same_id_has_no_second_effect(backend: DbBa
         .unwrap();
     assert_eq!(again.status(), 204);
     for group in ["notification", "analytics"] {
-        system.redis.wait_until_consumed("todos.task.completed", group).await;
+        system.broker.wait_until_consumed("todos.task.completed", group).await;
     }
     assert_eq!(notifications_of(&system, "bea").await.len(), 2, "no second notification");
     let figures = system.get(Kind::Analytics, "/analytics/users/bea").await;
@@ -114,7 +114,7 @@ async fn a_consumer_stopped_while_todos_change_catches_up_after_restart(backend:
     system.restart(Kind::Analytics).await;
     wait_for_figures(&system, "cai", json!({"created": 6, "completed": 1, "open": 5, "deleted": 0})).await;
     for topic in ["todos.task.created", "todos.task.completed"] {
-        system.redis.wait_until_consumed(topic, "analytics").await;
+        system.broker.wait_until_consumed(topic, "analytics").await;
     }
     let figures = system.get(Kind::Analytics, "/analytics/users/cai").await;
     assert_eq!(figures["created"], 6, "nothing lost and nothing double-counted: {figures}");

@@ -1,10 +1,10 @@
-//! The system under test: a private redis-server, the repository's component files pointed at
-//! it (with faster retry timers), and each service in-process with its own dev sidecar.
+//! The system under test: a private broker (Redis, or Kafka with `TEST_PUBSUB=kafka`), the
+//! repository's component files pointed at it (with faster retry timers), and each service
+//! in-process with its own dev sidecar.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
@@ -18,6 +18,8 @@ pub use service_kit::testing::Backend as DbBackend;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::{Broker, BrokerKind};
+
 pub const ADMIN_TOKEN: &str = "admin-secret";
 
 pub fn free_port() -> u16 {
@@ -28,66 +30,19 @@ pub fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
-/// A redis-server of the test's own, stopped when dropped.
-pub struct PrivateRedis {
-    pub host: String,
-    _server: tokio::process::Child,
-    _dir: TempDir,
-}
-
-impl PrivateRedis {
-    pub async fn start() -> Self {
-        let dir = TempDir::new();
-        let port = free_port();
-        let server = tokio::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir.path)
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server must be on PATH for the system tests (make test installs it when missing)");
-        eventually("the private redis-server to listen", DEADLINE, || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
-        })
-        .await;
-        Self { host: format!("127.0.0.1:{port}"), _server: server, _dir: dir }
-    }
-
-    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(format!("redis://{}", self.host)).unwrap().get_multiplexed_async_connection().await.unwrap()
-    }
-
-    /// Waits until `group` has read every entry of `stream` and acknowledged all of them: the
-    /// consumer has answered every delivery so far.
-    pub async fn wait_until_consumed(&self, stream: &str, group: &str) {
-        let redis = self.connection().await;
-        eventually(&format!("{group} to consume all of {stream}"), DEADLINE, || {
-            let mut redis = redis.clone();
-            async move {
-                let last: redis::streams::StreamRangeReply =
-                    redis::AsyncCommands::xrevrange_count(&mut redis, stream, "+", "-", 1).await.ok()?;
-                let last_id = last.ids.first()?.id.clone();
-                let groups: redis::streams::StreamInfoGroupsReply =
-                    redis::AsyncCommands::xinfo_groups(&mut redis, stream).await.ok()?;
-                let group = groups.groups.iter().find(|g| g.name == group)?;
-                (group.last_delivered_id == last_id && group.pending == 0).then_some(())
-            }
-        })
-        .await;
-    }
-}
-
-/// The repository's `components/`, with Redis at `host` and retries fast enough for tests
-/// (3 retries 50 ms apart instead of 5 exponential ones) — the same kinds of policy otherwise.
-pub fn resources(redis: &PrivateRedis) -> TempDir {
+/// The broker's pub/sub component and the resiliency policy of the same deployment (local
+/// `components/` for Redis, the cluster's `k8s/base/dapr/` for Kafka), with retries fast enough
+/// for tests (3 retries 50 ms apart instead of 5 exponential ones): the same kinds of policy
+/// otherwise.
+pub fn resources(broker: &Broker) -> TempDir {
     let dir = TempDir::new();
-    let repo = repository();
-    let pubsub = std::fs::read_to_string(repo.join("components/pubsub.yaml")).unwrap();
-    let pubsub = pubsub.replace("localhost:6379", &redis.host)
-        + "    - name: processingTimeout\n      value: 2s\n    - name: redeliverInterval\n      value: \"500\"\n";
-    std::fs::write(dir.path.join("pubsub.yaml"), pubsub).unwrap();
-    let resiliency = std::fs::read_to_string(repo.join("components/resiliency.yaml")).unwrap();
+    broker.write_component(&dir.path);
+    let file = match broker {
+        Broker::Redis(_) => "components/resiliency.yaml",
+        #[cfg(feature = "kafka")]
+        Broker::Kafka(_) => "k8s/base/dapr/resiliency.yaml",
+    };
+    let resiliency = std::fs::read_to_string(repository().join(file)).unwrap();
     let resiliency = resiliency
         .replace(
             "policy: exponential\n        maxInterval: 10s\n        maxRetries: 5",
@@ -97,10 +52,7 @@ pub fn resources(redis: &PrivateRedis) -> TempDir {
             "policy: exponential\n        maxInterval: 2s\n        maxRetries: 3",
             "policy: constant\n        duration: 50ms\n        maxRetries: 3",
         );
-    assert!(
-        resiliency.matches("duration: 50ms").count() == 2,
-        "components/resiliency.yaml changed shape: {resiliency}"
-    );
+    assert!(resiliency.matches("duration: 50ms").count() == 2, "{file} changed shape: {resiliency}");
     std::fs::write(dir.path.join("resiliency.yaml"), resiliency).unwrap();
     dir
 }
@@ -176,15 +128,9 @@ impl Service {
             }
         };
         let sidecar = Sidecar::build(SidecarConfig {
-            app_id: kind.app_id().into(),
-            app_port: Some(addr.port()),
-            app_channel_address: "127.0.0.1".into(),
-            http_port: sidecar_port,
-            listen_address: "127.0.0.1".parse().unwrap(),
-            resources_paths: vec![resources.to_path_buf()],
             config_path: Some(repository().join("dapr/config.yaml")),
-            api_token: None,
             app_api_token: extra.app_token.map(str::to_owned),
+            ..SidecarConfig::on_loopback(kind.app_id(), Some(addr.port()), sidecar_port, resources)
         })
         .await
         .expect("the dev sidecar starts with the repository's components");
@@ -233,9 +179,8 @@ async fn served<E: std::fmt::Debug>(run: impl std::future::Future<Output = Resul
     run.await.expect("the service runs")
 }
 
-/// The three services over one private Redis, each with a database of its own.
+/// The three services over one private broker, each with a database of its own.
 pub struct System {
-    pub redis: PrivateRedis,
     pub resources: TempDir,
     pub http: reqwest::Client,
     pub todo: Service,
@@ -245,12 +190,19 @@ pub struct System {
     pub extra: Extra,
     /// More instances of the services, on the same databases and app ids.
     pub replicas: Vec<Service>,
+    /// Last, so it is dropped last: the sidecars stop while their broker still answers.
+    pub broker: Broker,
 }
 
 impl System {
+    /// On the broker `TEST_PUBSUB` names (Redis by default).
     pub async fn start(backend: Backend, extra: Extra) -> Self {
-        let redis = PrivateRedis::start().await;
-        let resources = resources(&redis);
+        Self::start_on(BrokerKind::from_env(), backend, extra).await
+    }
+
+    pub async fn start_on(broker: BrokerKind, backend: Backend, extra: Extra) -> Self {
+        let broker = Broker::start(broker).await;
+        let resources = resources(&broker);
         let mut databases = HashMap::new();
         for kind in [Kind::Todo, Kind::Notification, Kind::Analytics] {
             databases.insert(kind, TestDb::new(backend).await);
@@ -262,7 +214,7 @@ impl System {
             Service::start(Kind::Analytics, &databases[&Kind::Analytics].url, &resources.path, &extra).await;
         let todo = Service::start(Kind::Todo, &databases[&Kind::Todo].url, &resources.path, &extra).await;
         Self {
-            redis,
+            broker,
             resources,
             http: reqwest::Client::new(),
             todo,

@@ -1,5 +1,7 @@
-//! End-to-end: the three services, each with a dev sidecar, over a private Redis.
+//! End-to-end: the three services, each with a dev sidecar, over a private broker: Redis by
+//! default, Kafka with `TEST_PUBSUB=kafka` and the `kafka` feature (`make test-kafka`).
 
+mod broker;
 mod harness;
 
 pub(crate) use service_kit::on_both_backends;
@@ -7,4 +9,6 @@ pub(crate) use service_kit::on_both_backends;
 mod failures;
 mod files;
 mod flows;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod replicas;

@@ -56,7 +56,7 @@ async fn two_instances_of_every_service_share_the_work_exactly_once_on_postgres(
     .await;
     for topic in ["todos.task.created", "todos.task.completed"] {
         for group in ["notification", "analytics"] {
-            system.redis.wait_until_consumed(topic, group).await;
+            system.broker.wait_until_consumed(topic, group).await;
         }
     }
     assert_eq!(count(system.consumer(Kind::Notification).url.clone()).await, Some(18), "no effect twice");
