@@ -44,17 +44,48 @@ if [ "${1:-}" = --tools-only ]; then exit 0; fi
 
 # A tansu broker on $PORT with storage in $DIR; the arguments are extra flags.
 start_tansu() {
-  (cd "$DIR" && exec nohup tansu broker \
-    --listener-url "tcp://127.0.0.1:$PORT" \
-    --advertised-listener-url "tcp://127.0.0.1:$PORT" \
-    --storage-engine "sqlite://tansu.db" "$@") < /dev/null >> "$DIR/tansu.log" 2>&1 &
-  echo $! > "$DIR/tansu.pid"
-  for _ in $(seq 1 300); do
-    if listens "127.0.0.1:$PORT"; then return 0; fi
+  local attempt pid
+  for attempt in 1 2 3; do
+    # tansu reads the path of a sqlite:// URL relative to its working directory: run it there.
+    # Every descriptor goes to the log, or the caller's $(…) would wait for the broker to exit.
+    (cd "$DIR" && NO_COLOR=1 RUST_BACKTRACE=0 exec nohup tansu broker \
+      --listener-url "tcp://127.0.0.1:$PORT" \
+      --advertised-listener-url "tcp://127.0.0.1:$PORT" \
+      --storage-engine "sqlite://tansu.db" "$@") < /dev/null >> "$DIR/tansu.log" 2>&1 &
+    pid=$!
+    echo "$pid" > "$DIR/tansu.pid"
+    for _ in $(seq 1 300); do
+      if listens "127.0.0.1:$PORT"; then return 0; fi
+      # A broker that exits before it listens (its port taken meanwhile, say) does not get
+      # better by waiting: start it again, and show why if it never does.
+      if ! kill -0 "$pid" 2>/dev/null; then break; fi
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    say "tansu did not start listening on 127.0.0.1:$PORT (attempt $attempt); the end of $DIR/tansu.log:"
+    tail -n 5 "$DIR/tansu.log" >&2 || true
+    sleep 1  # back off before the next attempt
+  done
+  exit 1
+}
+
+# Stops the broker started last and waits until it has exited, not just closed its listener
+# (on SIGTERM tansu closes that first, then gives its tasks up to 5 s), so the next broker on
+# this storage and port starts alone.
+stop_tansu() {
+  local pid
+  pid="$(cat "$DIR/tansu.pid")"
+  # SIGINT: tansu aborts its tasks at once (SIGTERM gives them 5 s).
+  kill -INT "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 100); do
+    if ! kill -0 "$pid" 2>/dev/null; then break; fi
     sleep 0.1
   done
-  say "tansu did not start listening; see $DIR/tansu.log"; exit 1
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
 }
+
 if [ -n "${KAFKA_SCRAM_USER:-}" ]; then
   # Set up as the cluster's Kafka is (for `make run-kafka`): SCRAM required, the user
   # $KAFKA_SCRAM_USER with $KAFKA_SCRAM_PASSWORD, and the topics of k8s/base/kafka/topics.yaml
@@ -72,8 +103,7 @@ if [ -n "${KAFKA_SCRAM_USER:-}" ]; then
       "$(dirname "$0")/../k8s/base/kafka/topics.yaml" | while read -r topic partitions; do
       tansu topic create --broker "$broker" --partitions "$partitions" "$topic" >&2
     done
-    kill "$(cat "$DIR/tansu.pid")"
-    while listens "127.0.0.1:$PORT"; do sleep 0.1; done
+    stop_tansu
     touch "$DIR/set-up"
   fi
   say "starting tansu on 127.0.0.1:$PORT with SCRAM authentication (log $DIR/tansu.log)"

@@ -184,8 +184,20 @@ pub mod kafka {
 
         /// Kills the broker, as a crash or a lost network would.
         pub fn kill(&mut self) {
-            let killed = std::process::Command::new("kill").args(["-KILL", &self.pid]).status();
-            assert!(killed.is_ok_and(|status| status.success()), "kill -KILL {}", self.pid);
+            assert!(self.kill_if_still_running(), "the broker (pid {}) was running and is killed", self.pid);
+        }
+
+        /// SIGKILL to the broker's pid, if that pid is still this broker. A pid is soon reused:
+        /// pid_max is often 32768 and threads take pids too, so once the broker is gone (killed
+        /// by a test, or crashed) its pid may belong to another test's broker within seconds.
+        fn kill_if_still_running(&self) -> bool {
+            let command_line = std::fs::read(format!("/proc/{}/cmdline", self.pid)).unwrap_or_default();
+            let still_ours = String::from_utf8_lossy(&command_line).contains(&format!("tcp://{}", self.brokers));
+            still_ours
+                && std::process::Command::new("kill")
+                    .args(["-KILL", &self.pid])
+                    .status()
+                    .is_ok_and(|status| status.success())
         }
 
         pub fn write_component(&self, dir: &Path) {
@@ -249,7 +261,7 @@ pub mod kafka {
 
     impl Drop for PrivateKafka {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("kill").args(["-KILL", &self.pid]).status();
+            self.kill_if_still_running();
         }
     }
 
