@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+pub mod daprd;
+
 use crate::db::{Database, Migrations};
 
 /// Runs each listed test (an `async fn(Backend)`) once on SQLite and once on PostgreSQL.

@@ -1,8 +1,9 @@
-//! The repository's Dapr files: they load in the dev sidecar as written, the declarative
-//! subscriptions equal what the consumers answer on /dapr/subscribe, and the run file starts the
-//! three services with their ports.
+//! The repository's Dapr files say what the system relies on. That daprd loads them is shown by
+//! every other system test (each daprd starts from `components/` or `k8s/base/dapr/` and
+//! `dapr/config.yaml`, and exits on a file it cannot load); these check what they say: an
+//! inbound retry before the dead-letter topic, the cluster's policy equal to the local one, the
+//! run file's apps and ports, and declarative subscriptions equal to the programmatic ones.
 
-use devsidecar::resources::{self, Direction, RetryKind};
 use serde_json::{Value, json};
 
 use crate::harness::{DbBackend, Extra, Kind, System, repository};
@@ -10,48 +11,66 @@ use crate::on_both_backends;
 
 on_both_backends!(declarative_subscriptions_equal_the_programmatic_ones);
 
+/// Every YAML document in a repository file, as JSON values.
+fn documents(path: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(repository().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|document| serde::Deserialize::deserialize(document).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .collect()
+}
+
+fn document(path: &str) -> Value {
+    let mut all = documents(path);
+    assert_eq!(all.len(), 1, "{path} holds one document");
+    all.remove(0)
+}
+
 #[test]
-fn components_load_with_an_inbound_retry_before_the_dead_letter_topic() {
-    let loaded = resources::load(&[repository().join("components")], "notification").expect("components/ loads");
-    let pubsub = loaded.components.iter().find(|c| c.name == "pubsub").expect("a pubsub component");
-    assert_eq!(pubsub.kind, "pubsub.redis");
-    let inbound = resources::policy_for_component(&loaded.resiliencies, "pubsub", Direction::Inbound);
-    let retry = inbound.retry.expect("an inbound retry policy: without one daprd makes a single attempt");
-    assert_eq!(
-        (retry.policy, retry.max_retries),
-        (RetryKind::Exponential, 5),
-        "bounded, so RETRY ends in the dead-letter topic"
-    );
-    assert!(inbound.timeout.is_some());
-    assert!(resources::policy_for_component(&loaded.resiliencies, "pubsub", Direction::Outbound).retry.is_some());
-    resources::load_configuration(&repository().join("dapr/config.yaml")).expect("dapr/config.yaml is a Configuration");
+fn the_pubsub_component_has_an_inbound_retry_before_the_dead_letter_topic() {
+    let resiliency = document("components/resiliency.yaml");
+    assert_eq!(resiliency["kind"], "Resiliency");
+    let spec = &resiliency["spec"];
+    let inbound = &spec["targets"]["components"]["pubsub"]["inbound"];
+    let retry = &spec["policies"]["retries"][inbound["retry"].as_str().expect("an inbound retry policy")];
+    // Without an inbound retry daprd makes a single attempt; unbounded, RETRY would never end
+    // in the dead-letter topic.
+    assert_eq!((&retry["policy"], &retry["maxRetries"]), (&json!("exponential"), &json!(5)), "{retry}");
+    assert!(spec["policies"]["timeouts"][inbound["timeout"].as_str().expect("an inbound timeout")].is_string());
+    let outbound = &spec["targets"]["components"]["pubsub"]["outbound"];
+    assert!(spec["policies"]["retries"][outbound["retry"].as_str().expect("an outbound retry")].is_object());
+    assert_eq!(document("dapr/config.yaml")["kind"], "Configuration");
 }
 
 #[test]
 fn the_clusters_resiliency_is_the_local_one() {
-    let local = resources::load(&[repository().join("components/resiliency.yaml")], "todo").unwrap();
-    let cluster = resources::load(&[repository().join("k8s/base/dapr/resiliency.yaml")], "todo").unwrap();
-    assert_eq!(local.resiliencies, cluster.resiliencies);
+    let local = document("components/resiliency.yaml");
+    let cluster = document("k8s/base/dapr/resiliency.yaml");
+    assert_eq!(local["spec"], cluster["spec"]);
 }
 
 #[test]
-fn the_run_file_starts_the_three_services_on_their_ports() {
-    let plans = devsidecar::run::plan(&repository().join("dapr/dapr.yaml")).expect("dapr/dapr.yaml resolves");
-    let apps: Vec<(String, Option<u16>, u16)> =
-        plans.iter().map(|p| (p.app_id.clone(), p.app_port, p.dapr_http_port)).collect();
+fn the_run_file_starts_the_three_services_on_their_ports_without_a_control_plane() {
+    let run = document("dapr/dapr.yaml");
+    let apps: Vec<(String, u64, u64, String)> = run["apps"]
+        .as_array()
+        .expect("apps")
+        .iter()
+        .map(|app| {
+            let id = app["appID"].as_str().unwrap().to_owned();
+            (id, app["appPort"].as_u64().unwrap(), app["daprHTTPPort"].as_u64().unwrap(), app["command"][0].to_string())
+        })
+        .collect();
+    let expected = |id: &str, port, http| (id.to_owned(), port, http, format!("\"../../target/release/{id}\""));
     assert_eq!(
         apps,
-        [
-            ("todo".into(), Some(8080), 3500),
-            ("notification".into(), Some(8081), 3501),
-            ("analytics".into(), Some(8082), 3502)
-        ]
+        [expected("todo", 8080, 3500), expected("notification", 8081, 3501), expected("analytics", 8082, 3502)]
     );
-    for plan in &plans {
-        assert_eq!(plan.resources_paths, [repository().join("components")]);
-        assert_eq!(plan.config_path.as_deref(), Some(repository().join("dapr/config.yaml").as_path()));
-        assert_eq!(plan.command, [format!("../../target/release/{}", plan.app_id)]);
-    }
+    let common = &run["common"];
+    assert_eq!(common["resourcesPaths"], json!(["../components"]));
+    assert_eq!(common["configFilePath"], "./config.yaml");
+    // `dapr run` otherwise points daprd at a placement and a scheduler on localhost, which only
+    // `dapr init` starts; the services use neither (no actors, jobs or workflows).
+    assert_eq!((&common["placementHostAddress"], &common["schedulerHostAddress"]), (&json!(""), &json!("")));
 }
 
 async fn declarative_subscriptions_equal_the_programmatic_ones(backend: DbBackend) {
@@ -66,22 +85,21 @@ async fn declarative_subscriptions_equal_the_programmatic_ones(backend: DbBacken
             .json()
             .await
             .unwrap();
-        let file = repository().join(format!("k8s/base/dapr/subscriptions-{}.yaml", kind.app_id()));
-        let declared =
-            resources::load(std::slice::from_ref(&file), kind.app_id()).expect("the subscriptions file loads");
-        let declared: Vec<Value> = declared
-            .subscriptions
+        let file = format!("k8s/base/dapr/subscriptions-{}.yaml", kind.app_id());
+        let declared: Vec<Value> = documents(&file)
             .iter()
-            .map(|s| {
+            .map(|subscription| {
+                assert_eq!(subscription["apiVersion"], "dapr.io/v2alpha1", "{file}");
+                assert_eq!(subscription["scopes"], json!([kind.app_id()]), "{file}: scoped to the consumer");
+                let spec = &subscription["spec"];
                 let mut entry =
-                    json!({"pubsubname": s.pubsub_name, "topic": s.topic, "route": s.default_route.clone().unwrap()});
-                if let Some(dead) = &s.dead_letter_topic {
-                    entry["deadLetterTopic"] = json!(dead);
+                    json!({"pubsubname": spec["pubsubname"], "topic": spec["topic"], "route": spec["routes"]["default"]});
+                if !spec["deadLetterTopic"].is_null() {
+                    entry["deadLetterTopic"] = spec["deadLetterTopic"].clone();
                 }
                 entry
             })
             .collect();
-        assert_eq!(declared, programmatic, "{}", file.display());
-        assert!(resources::load(&[file], "someone-else").unwrap().subscriptions.is_empty(), "scoped to the consumer");
+        assert_eq!(declared, programmatic, "{file}");
     }
 }

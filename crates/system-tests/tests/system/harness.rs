@@ -1,18 +1,18 @@
 //! The system under test: a private broker (Redis, or Kafka with `TEST_PUBSUB=kafka`), the
 //! repository's component files pointed at it (with faster retry timers), and each service
-//! in-process with its own dev sidecar.
+//! in-process with a real daprd of its own.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use devsidecar::sidecar::{Sidecar, SidecarConfig};
 use serde_json::Value;
-use service_kit::testing::{Backend, DEADLINE, TempDir, TestDb, eventually};
+use service_kit::testing::daprd::{self, Daprd};
+use service_kit::testing::{Backend, TempDir, TestDb};
 
 pub use service_kit::testing::Backend as DbBackend;
 use tokio::task::JoinHandle;
@@ -22,13 +22,7 @@ use crate::broker::{Broker, BrokerKind};
 
 pub const ADMIN_TOKEN: &str = "admin-secret";
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-pub fn repository() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
+pub use service_kit::testing::daprd::{free_port, repository};
 
 /// The broker's pub/sub component and the resiliency policy of the same deployment (local
 /// `components/` for Redis, the cluster's `k8s/base/dapr/` for Kafka), with retries fast enough
@@ -74,12 +68,12 @@ impl Kind {
     }
 }
 
-/// One service with its sidecar, both in-process.
+/// One service, in-process, with its daprd.
 pub struct Service {
     pub url: String,
     pub sidecar_url: String,
+    pub sidecar: Daprd,
     app: (CancellationToken, Option<JoinHandle<()>>),
-    sidecar: (CancellationToken, Option<JoinHandle<()>>),
 }
 
 #[derive(Clone, Default)]
@@ -127,39 +121,25 @@ impl Service {
                 (addr, tokio::spawn(served(app.run_until_stopped(app_shutdown.clone()))))
             }
         };
-        let sidecar = Sidecar::build(SidecarConfig {
-            config_path: Some(repository().join("dapr/config.yaml")),
+        // Healthy once its components are up and it has read the app's subscriptions.
+        let sidecar = Daprd::start(daprd::Options {
+            config: Some(repository().join("dapr/config.yaml")),
             app_api_token: extra.app_token.map(str::to_owned),
-            ..SidecarConfig::on_loopback(kind.app_id(), Some(addr.port()), sidecar_port, resources)
-        })
-        .await
-        .expect("the dev sidecar starts with the repository's components");
-        let sidecar_shutdown = CancellationToken::new();
-        let sidecar_task = tokio::spawn({
-            let shutdown = sidecar_shutdown.clone();
-            async move { sidecar.run(shutdown).await.expect("the sidecar runs") }
-        });
-        let service = Self {
-            url: format!("http://{addr}"),
-            sidecar_url: format!("http://127.0.0.1:{sidecar_port}"),
-            app: (app_shutdown, Some(app_task)),
-            sidecar: (sidecar_shutdown, Some(sidecar_task)),
-        };
-        let http = reqwest::Client::new();
-        eventually("the sidecar to be ready (subscribed)", DEADLINE, || async {
-            let response = http.get(format!("{}/v1.0/healthz", service.sidecar_url)).send().await.ok()?;
-            (response.status() == 204).then_some(())
+            http_port: Some(sidecar_port),
+            ..daprd::Options::new(kind.app_id(), Some(addr.port()), resources)
         })
         .await;
-        service
+        Self {
+            url: format!("http://{addr}"),
+            sidecar_url: sidecar.url.clone(),
+            sidecar,
+            app: (app_shutdown, Some(app_task)),
+        }
     }
 
-    /// Stops the sidecar (it stops reading and finishes deliveries in flight) and the app.
+    /// Stops daprd (SIGTERM: it stops reading and finishes deliveries in flight), then the app.
     pub async fn stop(mut self) {
-        self.sidecar.0.cancel();
-        if let Some(task) = self.sidecar.1.take() {
-            task.await.unwrap();
-        }
+        self.sidecar.stop().await;
         self.app.0.cancel();
         if let Some(task) = self.app.1.take() {
             task.await.unwrap();
@@ -169,7 +149,6 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
-        self.sidecar.0.cancel();
         self.app.0.cancel();
     }
 }

@@ -1,4 +1,4 @@
-//! End-to-end: the three services, each with a dev sidecar, over a private broker: Redis by
+//! End-to-end: the three services, each with a real daprd, over a private broker: Redis by
 //! default, Kafka with `TEST_PUBSUB=kafka` and the `kafka` feature (`make test-kafka`).
 
 mod broker;

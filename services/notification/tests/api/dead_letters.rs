@@ -1,11 +1,10 @@
-//! Dead letters: the admin API and its token, and the whole loop through the real dev sidecar
-//! (in-memory broker): DROP → dead-letter topic → store → replay after the fix → processed.
+//! Dead letters: the admin API and its token, and the whole loop through a real daprd (with its
+//! in-memory broker): DROP → dead-letter topic → store → replay after the fix → processed.
 
 use axum::http::StatusCode;
-use devsidecar::sidecar::{Sidecar, SidecarConfig};
 use serde_json::{Value, json};
 use service_kit::testing::TempDir;
-use tokio_util::sync::CancellationToken;
+use service_kit::testing::daprd::{self, Daprd};
 use uuid::Uuid;
 
 use crate::helpers::{ADMIN_TOKEN, Backend, DEADLINE, Options, TestApp, WebhookReceiver, eventually, todo_event};
@@ -103,22 +102,13 @@ async fn a_dropped_event_is_dead_lettered_then_replayed_after_the_fix(backend: B
         "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n",
     )
     .unwrap();
-    let sidecar = Sidecar::build(SidecarConfig::on_loopback(
-        "notification",
-        Some(app.addr.port()),
-        sidecar_port,
-        &resources.path,
-    ))
-    .await
-    .expect("the dev sidecar starts");
-    let stop_sidecar = CancellationToken::new();
-    let sidecar_task = tokio::spawn(sidecar.run(stop_sidecar.clone()));
-    let sidecar_url = format!("http://127.0.0.1:{sidecar_port}");
-    eventually("the sidecar to subscribe", DEADLINE, || async {
-        let health = app.http.get(format!("{sidecar_url}/v1.0/healthz")).send().await.ok()?;
-        (health.status() == 204).then_some(())
+    // Healthy once it has read the app's subscriptions.
+    let mut sidecar = Daprd::start(daprd::Options {
+        http_port: Some(sidecar_port),
+        ..daprd::Options::new("notification", Some(app.addr.port()), &resources.path)
     })
     .await;
+    let sidecar_url = sidecar.url.clone();
 
     let event = todo_event("todos.task.created", Uuid::now_v7(), "ada", "Call the bank", 1, 1);
     let published = app
@@ -152,8 +142,7 @@ async fn a_dropped_event_is_dead_lettered_then_replayed_after_the_fix(backend: B
     assert!(parked_gauge(&app).await.ends_with(" 0"));
     assert_eq!(app.notifications("userId=ada").await["items"].as_array().unwrap().len(), 1, "one in-app notification");
 
-    stop_sidecar.cancel();
-    sidecar_task.await.unwrap().unwrap();
+    sidecar.stop().await;
     // With the sidecar gone a replay cannot publish: it says so and the letter stays parked.
     let mut second = todo_event("todos.task.created", Uuid::now_v7(), "ada", "t", 1, 1);
     second["data"]["version"] = json!(0);
