@@ -11,7 +11,7 @@
 #      <runtime path>/.dapr/bin/daprd   what `dapr run --runtime-path <runtime path>` runs
 #      <runtime path>/bin/dapr          the CLI, a wrapper that sets DAPR_RUNTIME_PATH so that
 #                                       `dapr run` and `dapr --version` find that daprd
-#    A build that is current (same go.mod and go.sum under tools/) is not redone; the Go
+#    A build that is current (same go.mod and go.sum under tools/, same script) is not redone; the Go
 #    module and build caches (~/go/pkg/mod, ~/.cache/go-build) make a rebuild after a version
 #    change incremental.
 #
@@ -62,7 +62,9 @@ cli_bin="$RUNTIME_PATH/bin/dapr-cli"
 wrapper="$RUNTIME_PATH/bin/dapr"
 stamp="$RUNTIME_PATH/built-from"
 sum_of() { sha256sum "$1/go.mod" "$1/go.sum" | sha256sum | cut -c1-16; }
-expected_stamp="daprd $DAPR_VERSION ($DAPR_BUILD_TAGS, $(sum_of "$module")); cli $DAPR_CLI_VERSION ($(sum_of "$cli_module"))"
+# The recipe is part of what a build is made from: this script's own hash too.
+recipe="$(sha256sum "$0" | cut -c1-16)"
+expected_stamp="daprd $DAPR_VERSION ($DAPR_BUILD_TAGS, $(sum_of "$module")); cli $DAPR_CLI_VERSION ($(sum_of "$cli_module")); recipe $recipe"
 if [ -x "$daprd" ] && [ -x "$cli_bin" ] && [ -x "$wrapper" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$expected_stamp" ]; then
   answer "$wrapper" "$daprd"
 fi
@@ -75,8 +77,9 @@ fi
 mkdir -p "$RUNTIME_PATH/.dapr/bin" "$RUNTIME_PATH/bin"
 rm -f "$stamp"
 
-# daprd's version and commit are link-time variables (pkg/buildinfo in github.com/dapr/dapr);
-# without them it reports "edge".
+# daprd's version and commit are link-time variables, set as dapr/dapr's Makefile sets them
+# (pkg/buildinfo, and the `ver` of every log line in github.com/dapr/kit/logger); without them
+# it reports "edge" and logs "unknown".
 commit="$(cd "$module" && go mod download -json "github.com/dapr/dapr@v$DAPR_VERSION" |
   awk -F'"' '$2 == "Hash" { print $4; exit }')"
 started=$SECONDS
@@ -84,7 +87,8 @@ say "building daprd $DAPR_VERSION (tags $DAPR_BUILD_TAGS) from the Go module pro
 (cd "$module" && go build -trimpath -tags "$DAPR_BUILD_TAGS" \
   -ldflags "-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=$DAPR_VERSION \
     -X github.com/dapr/dapr/pkg/buildinfo.gitversion=v$DAPR_VERSION \
-    -X github.com/dapr/dapr/pkg/buildinfo.gitcommit=$commit" \
+    -X github.com/dapr/dapr/pkg/buildinfo.gitcommit=$commit \
+    -X github.com/dapr/kit/logger.DaprVersion=$DAPR_VERSION" \
   -o "$daprd.new" github.com/dapr/dapr/cmd/daprd) >&2
 mv "$daprd.new" "$daprd"
 say "daprd built in $((SECONDS - started)) s"

@@ -1,5 +1,5 @@
 //! The broker under the system: a private redis-server with the local `components/pubsub.yaml`
-//! (the default), or with `TEST_PUBSUB=kafka` (feature `kafka`) a private tansu broker with the
+//! (the default), or with `TEST_PUBSUB=kafka` (feature `kafka`) a private Apache Kafka with the
 //! cluster's `k8s/base/dapr/pubsub.yaml`. Either way the component file is the repository's own,
 //! with only the broker address changed, and each test has a broker of its own, so topics and
 //! consumer groups never mix between tests running in parallel.
@@ -52,9 +52,9 @@ impl Broker {
             Broker::Redis(redis) => {
                 let pubsub = std::fs::read_to_string(repository().join("components/pubsub.yaml")).unwrap();
                 assert!(pubsub.contains("localhost:6379"), "components/pubsub.yaml changed shape: {pubsub}");
-                // Reclaiming faster than daprd's defaults, so a test's restart is quick.
+                // Reclaiming faster than daprd's defaults (15 s, 60 s), so a test's restart is quick.
                 let pubsub = pubsub.replace("localhost:6379", &redis.host)
-                    + "    - name: processingTimeout\n      value: 2s\n    - name: redeliverInterval\n      value: \"500\"\n";
+                    + "    - name: processingTimeout\n      value: 2s\n    - name: redeliverInterval\n      value: 500ms\n";
                 std::fs::write(dir.join("pubsub.yaml"), pubsub).unwrap();
             }
             #[cfg(feature = "kafka")]
@@ -124,11 +124,12 @@ impl PrivateRedis {
 
 #[cfg(feature = "kafka")]
 pub mod kafka {
-    //! A tansu broker of the test's own, set up as the cluster's Kafka is (by
+    //! An Apache Kafka broker of the test's own, set up as the cluster's Kafka is (by
     //! `scripts/ensure-kafka.sh`, as for `make run-kafka`): SCRAM-SHA-512 authentication
     //! required, the `dapr-todo` user, and exactly the topics of `k8s/base/kafka/topics.yaml`
     //! with their partition counts (topics are not created on use, so a topic missing from the
-    //! manifests fails the test).
+    //! manifests fails the test). A broker per test keeps topics and consumer groups apart, as
+    //! the topic names are fixed by the event catalog and the groups by the app ids.
 
     use std::path::Path;
     use std::process::Stdio;
@@ -153,7 +154,7 @@ pub mod kafka {
     pub struct PrivateKafka {
         pub brokers: String,
         pid: String,
-        _dir: TempDir,
+        dir: TempDir,
     }
 
     impl PrivateKafka {
@@ -173,13 +174,13 @@ pub mod kafka {
                 .expect("scripts/ensure-kafka.sh runs");
             assert!(
                 started.status.success(),
-                "scripts/ensure-kafka.sh (tansu is needed; make test-kafka installs it): {}",
+                "scripts/ensure-kafka.sh (Java is needed; it fetches Kafka with Maven): {}",
                 String::from_utf8_lossy(&started.stderr)
             );
             let brokers = String::from_utf8(started.stdout).unwrap().trim().to_owned();
             assert_eq!(brokers, format!("127.0.0.1:{port}"));
-            let pid = std::fs::read_to_string(dir.path.join("tansu.pid")).unwrap().trim().to_owned();
-            Self { brokers, pid, _dir: dir }
+            let pid = std::fs::read_to_string(dir.path.join("kafka.pid")).unwrap().trim().to_owned();
+            Self { brokers, pid, dir }
         }
 
         /// Kills the broker, as a crash or a lost network would.
@@ -192,7 +193,7 @@ pub mod kafka {
         /// by a test, or crashed) its pid may belong to another test's broker within seconds.
         fn kill_if_still_running(&self) -> bool {
             let command_line = std::fs::read(format!("/proc/{}/cmdline", self.pid)).unwrap_or_default();
-            let still_ours = String::from_utf8_lossy(&command_line).contains(&format!("tcp://{}", self.brokers));
+            let still_ours = String::from_utf8_lossy(&command_line).contains(&*self.dir.path.to_string_lossy());
             still_ours
                 && std::process::Command::new("kill")
                     .args(["-KILL", &self.pid])

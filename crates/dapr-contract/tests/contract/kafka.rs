@@ -1,28 +1,42 @@
-//! `pubsub.kafka` against a real Kafka-protocol broker (`TEST_KAFKA_BROKERS`, default
-//! 127.0.0.1:9092; `make test-kafka` starts tansu): records keyed by `partitionKey` with the
-//! metadata as headers, Kafka's metadata on delivery, order within a partition, the component's
-//! own retries, and catch-up from the committed offset after a restart. Built only with the
-//! `kafka` feature.
+//! `pubsub.kafka` against Apache Kafka (`TEST_KAFKA_BROKERS`, with SCRAM-SHA-512 as the cluster's
+//! listener: `TEST_KAFKA_USER`, `TEST_KAFKA_PASSWORD`; `make test-kafka` starts the broker with
+//! scripts/ensure-kafka.sh): records keyed by `partitionKey` with the metadata as headers,
+//! Kafka's metadata on delivery, order within a partition, the component's own retries, and
+//! catch-up from the committed offset after a restart.
 
-#[path = "../e2e/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-
+use crate::helpers::{RunningSidecar, TempDir, TestApp, sidecar_config, unique};
 use axum::http::StatusCode;
-use helpers::{RunningSidecar, TempDir, TestApp, sidecar_config, unique};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use serde_json::json;
 
+fn setting(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.into())
+}
+
 fn brokers() -> String {
-    std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+    setting("TEST_KAFKA_BROKERS", "127.0.0.1:59092")
+}
+
+fn user() -> String {
+    setting("TEST_KAFKA_USER", "dapr-todo")
+}
+
+fn password() -> String {
+    setting("TEST_KAFKA_PASSWORD", "dapr-todo-local")
 }
 
 /// Topics are not auto-created (as in the cluster): each test makes its own, 3 partitions.
 async fn create_topic(name: &str) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("an admin client");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("security.protocol", "sasl_plaintext")
+        .set("sasl.mechanism", "SCRAM-SHA-512")
+        .set("sasl.username", user())
+        .set("sasl.password", password())
+        .create()
+        .expect("an admin client");
     let results = admin
         .create_topics(&[NewTopic::new(name, 3, TopicReplication::Fixed(1))], &AdminOptions::new())
         .await
@@ -32,10 +46,14 @@ async fn create_topic(name: &str) {
     }
 }
 
+/// SASL with SCRAM-SHA-512 as the cluster's component (k8s/base/dapr/pubsub.yaml), the
+/// password given inline rather than from a secret store.
 fn kafka_component(extra: &str) -> String {
     format!(
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.kafka\n  version: v1\n  metadata:\n  - name: brokers\n    value: {}\n  - name: authType\n    value: none\n  - name: disableTls\n    value: \"true\"\n  - name: initialOffset\n    value: oldest\n  - name: backOffDuration\n    value: 50ms\n{extra}",
-        brokers()
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.kafka\n  version: v1\n  metadata:\n  - name: brokers\n    value: {}\n  - name: authType\n    value: password\n  - name: saslUsername\n    value: {}\n  - name: saslPassword\n    value: {}\n  - name: saslMechanism\n    value: SHA-512\n  - name: disableTls\n    value: \"true\"\n  - name: initialOffset\n    value: oldest\n  - name: backOffDuration\n    value: 50ms\n{extra}",
+        brokers(),
+        user(),
+        password()
     )
 }
 

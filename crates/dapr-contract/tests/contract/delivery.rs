@@ -147,34 +147,6 @@ async fn without_an_inbound_policy_there_is_exactly_one_attempt() {
 }
 
 #[tokio::test]
-async fn cel_rules_route_and_unmatched_messages_are_dropped() {
-    let topic = unique("routed");
-    let app = TestApp::start(json!([{"pubsubname": "pubsub", "topic": topic, "routes": {"rules": [
-        {"match": "event.type == \"todos.task.completed\"", "path": "/completed"},
-        {"match": "event.data.priority > 2", "path": "/urgent"}
-    ]}}]))
-    .await;
-    let resources = TempDir::new();
-    resources.write("pubsub.yaml", &redis_component(""));
-    let sidecar = RunningSidecar::start(sidecar_config(&unique("router"), Some(&app), &resources)).await;
-    let publish = |event_type: &str, priority: i64| {
-        let body = json!({"specversion": "1.0", "id": unique("e"), "source": "t", "type": event_type, "data": {"priority": priority}});
-        let (sidecar, topic) = (&sidecar, &topic);
-        async move { sidecar.publish(topic, "application/cloudevents+json", &body.to_string()).await }
-    };
-    publish("todos.task.completed", 1).await;
-    publish("todos.task.created", 5).await;
-    publish("todos.task.created", 1).await; // matches nothing: acked and dropped
-    publish("todos.task.completed", 9).await;
-    let deliveries = app.wait_for_deliveries(3).await;
-    let mut paths: Vec<&str> = deliveries.iter().map(|d| d.path.as_str()).collect();
-    paths.sort();
-    assert_eq!(paths, ["/completed", "/completed", "/urgent"]);
-    sidecar.stop().await;
-    cleanup(&[&topic]).await;
-}
-
-#[tokio::test]
 async fn declarative_subscriptions_load_from_yaml_and_programmatic_ones_replace_them() {
     let (declared_topic, both_topic) = (unique("declared"), unique("both"));
     let app = TestApp::start(json!([{"pubsubname": "pubsub", "topic": both_topic, "route": "/programmatic"}])).await;
@@ -206,38 +178,6 @@ async fn declarative_subscriptions_load_from_yaml_and_programmatic_ones_replace_
     assert!(kinds.contains(&(both_topic.clone(), "PROGRAMMATIC".to_owned())));
     sidecar.stop().await;
     cleanup(&[&declared_topic, &both_topic]).await;
-}
-
-#[tokio::test]
-async fn expired_messages_skip_the_app_and_go_to_the_dead_letter_topic() {
-    let topic = unique("expiring");
-    let dead = format!("{topic}-dlq");
-    // Nobody subscribes to the dead-letter topic: the dead letter keeps its past expiration, so
-    // a subscriber there would drop it as expired too (as daprd does). We read the stream.
-    let app =
-        TestApp::start(json!([{"pubsubname": "pubsub", "topic": topic, "route": "/in", "deadLetterTopic": dead}]))
-            .await;
-    let resources = TempDir::new();
-    resources.write("pubsub.yaml", &redis_component(""));
-    let sidecar = RunningSidecar::start(sidecar_config(&unique("expiry-app"), Some(&app), &resources)).await;
-    let expired = json!({"specversion": "1.0", "id": "old", "source": "s", "type": "t", "expiration": "2020-01-01T00:00:00Z", "data": 1});
-    sidecar.publish(&topic, "application/cloudevents+json", &expired.to_string()).await;
-    let fresh = json!({"specversion": "1.0", "id": "new", "source": "s", "type": "t", "data": 2});
-    sidecar.publish(&topic, "application/cloudevents+json", &fresh.to_string()).await;
-    let deliveries = app.wait_for_deliveries(1).await;
-    assert_eq!(deliveries[0].json()["id"], "new");
-    let redis = redis().await;
-    let dead_letters = crate::helpers::eventually("the dead letter", || async {
-        let entries: redis::streams::StreamRangeReply =
-            redis::AsyncCommands::xrange_all(&mut redis.clone(), &dead).await.ok()?;
-        (!entries.ids.is_empty()).then_some(entries.ids)
-    })
-    .await;
-    let Some(redis::Value::BulkString(data)) = dead_letters[0].map.get("data") else { panic!("no data field") };
-    assert_eq!(serde_json::from_slice::<Value>(data).unwrap()["id"], "old");
-    sidecar.stop().await;
-    assert_eq!(app.deliveries().len(), 1, "the expired message never reached the app");
-    cleanup(&[&topic, &dead]).await;
 }
 
 #[tokio::test]
@@ -300,89 +240,4 @@ async fn a_failed_delivery_without_dead_letter_topic_is_acknowledged_like_daprd_
     sidecar.stop().await;
     assert_eq!(app.deliveries().len(), 2);
     let _: () = redis::AsyncCommands::del(&mut redis, &topic).await.unwrap();
-}
-
-#[tokio::test]
-async fn raw_payload_subscriptions_get_the_stored_bytes_base64_in_a_fresh_envelope() {
-    let topic = unique("raw");
-    let app = TestApp::start(
-        json!([{"pubsubname": "pubsub", "topic": topic, "route": "/in", "metadata": {"rawPayload": "true"}}]),
-    )
-    .await;
-    let resources = TempDir::new();
-    resources.write("pubsub.yaml", &redis_component(""));
-    let sidecar = RunningSidecar::start(sidecar_config(&unique("raw-app"), Some(&app), &resources)).await;
-    let published = sidecar
-        .http
-        .post(format!("{}/v1.0/publish/pubsub/{topic}?metadata.rawPayload=true", sidecar.url))
-        .body("plain bytes")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(published.status(), 204);
-    let delivery = &app.wait_for_deliveries(1).await[0];
-    let body = delivery.json();
-    assert_eq!(body["data_base64"], "cGxhaW4gYnl0ZXM=");
-    assert_eq!(body["datacontenttype"], "application/octet-stream");
-    assert_eq!(body["source"], "Dapr");
-    assert_eq!(delivery.headers["content-type"], "application/cloudevents+json");
-    sidecar.stop().await;
-    cleanup(&[&topic]).await;
-}
-
-#[tokio::test]
-async fn the_in_memory_component_delivers_in_order_within_one_sidecar() {
-    let topic = unique("memory");
-    let app = TestApp::start(json!([{"pubsubname": "pubsub", "topic": topic, "route": "/in"}])).await;
-    let resources = TempDir::new();
-    resources.write(
-        "pubsub.yaml",
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n  metadata: []\n",
-    );
-    let sidecar = RunningSidecar::start(sidecar_config(&unique("memory-app"), Some(&app), &resources)).await;
-    for n in 0..20 {
-        assert_eq!(sidecar.publish(&topic, "application/json", &json!({"n": n}).to_string()).await.status(), 204);
-    }
-    let deliveries = app.wait_for_deliveries(20).await;
-    let order: Vec<i64> = deliveries.iter().map(|d| d.json()["data"]["n"].as_i64().unwrap()).collect();
-    assert_eq!(order, (0..20).collect::<Vec<_>>(), "one delivery at a time, in publish order");
-    sidecar.stop().await;
-}
-
-#[tokio::test]
-async fn an_open_circuit_breaker_sends_deliveries_straight_to_the_dead_letter_topic() {
-    let topic = unique("breaker");
-    let dead = format!("{topic}-dlq");
-    // No subscriber on the dead-letter topic: it would go through the same component's open
-    // breaker (as in daprd). We read the dead-letter stream instead.
-    let app =
-        TestApp::start(json!([{"pubsubname": "pubsub", "topic": topic, "route": "/in", "deadLetterTopic": dead}]))
-            .await;
-    let failure = (StatusCode::INTERNAL_SERVER_ERROR, String::new());
-    app.answer_next([failure.clone(), failure]);
-    let resources = TempDir::new();
-    // One worker, so the two messages are handled one after the other.
-    resources.write("pubsub.yaml", &redis_component("  - name: concurrency\n    value: \"1\"\n"));
-    resources.write(
-        "resiliency.yaml",
-        "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: breaker\nspec:\n  policies:\n    retries:\n      quick: {policy: constant, duration: 10ms, maxRetries: 5}\n    circuitBreakers:\n      appCB: {maxRequests: 1, timeout: 60s, trip: consecutiveFailures > 1}\n  targets:\n    components:\n      pubsub:\n        inbound: {retry: quick, circuitBreaker: appCB}\n",
-    );
-    let sidecar = RunningSidecar::start(sidecar_config(&unique("breaker-app"), Some(&app), &resources)).await;
-    sidecar.publish(&topic, "application/json", r#"{"n":1}"#).await;
-    sidecar.publish(&topic, "application/json", r#"{"n":2}"#).await;
-    let redis = redis().await;
-    let dead_letters = crate::helpers::eventually("both messages in the dead-letter stream", || async {
-        let entries: redis::streams::StreamRangeReply =
-            redis::AsyncCommands::xrange_all(&mut redis.clone(), &dead).await.ok()?;
-        (entries.ids.len() == 2).then_some(entries.ids)
-    })
-    .await;
-    assert_eq!(dead_letters.len(), 2);
-    sidecar.stop().await;
-    assert_eq!(
-        app.deliveries().len(),
-        2,
-        "two failures opened the breaker: the retries of the first message and the second message never reached the app"
-    );
-    cleanup(&[&topic, &dead]).await;
 }

@@ -1,4 +1,4 @@
-//! A recording subscriber app, resource files in a temp dir, and the sidecar in-process.
+//! A recording subscriber app, resource files in a temp dir, and a real daprd for it.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -13,10 +13,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use devsidecar::sidecar::{Sidecar, SidecarConfig};
 use serde_json::Value;
+use service_kit::testing::daprd::{self, Daprd};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -51,7 +50,7 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new() -> Self {
-        let path = std::env::temp_dir().join(unique("devsidecar-e2e"));
+        let path = std::env::temp_dir().join(unique("dapr-contract"));
         std::fs::create_dir_all(&path).unwrap();
         Self(path)
     }
@@ -174,48 +173,22 @@ async fn deliver(State(state): State<AppState>, Path(path): Path<String>, header
     }
 }
 
-/// The sidecar running in-process.
+/// A daprd for one app (or none), with an HTTP client for its API.
 pub struct RunningSidecar {
     pub url: String,
     pub http: reqwest::Client,
-    shutdown: CancellationToken,
-    task: Option<JoinHandle<()>>,
+    pub daprd: Daprd,
 }
 
-pub fn sidecar_config(app_id: &str, app: Option<&TestApp>, resources: &TempDir) -> SidecarConfig {
-    SidecarConfig::on_loopback(app_id, app.map(|a| a.addr.port()), 0, &resources.0)
+pub fn sidecar_config(app_id: &str, app: Option<&TestApp>, resources: &TempDir) -> daprd::Options {
+    daprd::Options::new(app_id, app.map(|a| a.addr.port()), &resources.0)
 }
 
 impl RunningSidecar {
-    pub async fn start(config: SidecarConfig) -> Self {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-            )
-            .with_test_writer()
-            .try_init();
-        let sidecar = Sidecar::build(config).await.expect("the sidecar starts");
-        let url = format!("http://{}", sidecar.local_addr());
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move {
-                sidecar.run(shutdown).await.expect("the sidecar runs");
-            }
-        });
-        let running = Self { url, http: reqwest::Client::new(), shutdown, task: Some(task) };
-        running.wait_ready().await;
-        running
-    }
-
-    /// Polls `/v1.0/healthz` like an orchestrator: ready means subscribed.
-    pub async fn wait_ready(&self) {
-        eventually("the sidecar to be ready", || async {
-            let response = self.http.get(format!("{}/v1.0/healthz", self.url)).send().await.ok()?;
-            (response.status() == 204).then_some(())
-        })
-        .await;
+    /// Started and healthy: components up, the app's subscriptions read.
+    pub async fn start(options: daprd::Options) -> Self {
+        let daprd = Daprd::start(options).await;
+        Self { url: daprd.url.clone(), http: reqwest::Client::new(), daprd }
     }
 
     pub async fn publish(&self, topic: &str, content_type: &str, body: &str) -> reqwest::Response {
@@ -228,17 +201,9 @@ impl RunningSidecar {
             .unwrap()
     }
 
+    /// SIGTERM, and waits until daprd has exited.
     pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            task.await.unwrap();
-        }
-    }
-}
-
-impl Drop for RunningSidecar {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+        self.daprd.stop().await;
     }
 }
 
@@ -247,5 +212,5 @@ pub async fn redis() -> redis::aio::MultiplexedConnection {
         .unwrap()
         .get_multiplexed_async_connection()
         .await
-        .expect("Redis is needed for the devsidecar end-to-end tests (TEST_REDIS_HOST)")
+        .expect("Redis is needed for the Dapr contract tests (TEST_REDIS_HOST)")
 }
