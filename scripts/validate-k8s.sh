@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
 # Offline validation of the Kubernetes manifests (part of `make test`): renders every overlay
-# with `kubectl kustomize` and checks it with scripts/validate_k8s.py — core objects against
+# with `kubectl kustomize` (or, without kubectl, kustomize built once from the Go module proxy
+# into ~/.cache/dapr-todo) and checks it with scripts/validate_k8s.py — core objects against
 # the Kubernetes 1.32 schemas (kubernetes-validate), Dapr/Strimzi/CloudNativePG objects against
-# the JSON Schemas in shared/schemas (check-jsonschema), Dapr component metadata names, and the
-# project's invariants. The Python tools live in a project-local virtualenv (.venv-k8s).
+# the JSON Schemas in k8s/schemas (check-jsonschema; k8s/schemas/README.md says where they come
+# from), Dapr component metadata names, and the project's invariants. The Python tools live in
+# a project-local virtualenv (.venv-k8s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf 'validate-k8s: %s\n' "$*" >&2; }
-SHARED="${SHARED_DIR:-../shared}"
 VENV="${K8S_VENV:-.venv-k8s}"
+KUSTOMIZE_VERSION=v5.7.1
+CACHE="${DAPR_TODO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dapr-todo}"
 
-if [ ! -d "$SHARED/schemas" ]; then
-  say "no $SHARED/schemas (the project's shared directory beside the repository; set SHARED_DIR)"; exit 1
-fi
-if ! command -v kubectl >/dev/null 2>&1; then
-  say "kubectl is needed to render the overlays: install it (Debian: apt-get install kubectl, or the upstream package)"; exit 1
+if command -v kubectl >/dev/null 2>&1; then
+  render() { kubectl kustomize "$1"; }
+else
+  kustomize="$CACHE/kustomize-$KUSTOMIZE_VERSION/kustomize"
+  if [ ! -x "$kustomize" ]; then
+    command -v go >/dev/null 2>&1 || { say "kubectl, or Go to build kustomize, is needed to render the overlays"; exit 1; }
+    say "no kubectl: building kustomize $KUSTOMIZE_VERSION from the Go module proxy (about 2 minutes, once)"
+    GOBIN="$(dirname "$kustomize")" go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION" >&2
+  fi
+  render() { "$kustomize" build "$1"; }
 fi
 if ! "$VENV/bin/python" -c 'import yaml' 2>/dev/null || [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/check-jsonschema" ]; then
   say "installing kubernetes-validate, check-jsonschema and PyYAML into $VENV"
@@ -27,6 +35,6 @@ rendered=$(mktemp -d)
 trap 'rm -rf "$rendered"' EXIT
 for overlay in k8s/overlays/*/; do
   name=$(basename "$overlay")
-  kubectl kustomize "$overlay" > "$rendered/$name.yaml"
+  render "$overlay" > "$rendered/$name.yaml"
 done
-PATH="$PWD/$VENV/bin:$PATH" "$VENV/bin/python" scripts/validate_k8s.py --shared "$SHARED" --repo . "$rendered"/*.yaml
+PATH="$PWD/$VENV/bin:$PATH" "$VENV/bin/python" scripts/validate_k8s.py --schemas k8s/schemas --repo . "$rendered"/*.yaml

@@ -2,7 +2,7 @@
 
 For every rendered overlay:
 - core objects against the Kubernetes 1.32 schemas (kubernetes-validate --strict);
-- Dapr, Strimzi and CloudNativePG objects against the JSON Schemas in shared/schemas
+- Dapr, Strimzi and CloudNativePG objects against the JSON Schemas in k8s/schemas
   (check-jsonschema);
 - every Dapr Component's metadata names against its component's metadata.yaml;
 - invariants: each Deployment's dapr.io/app-port equals its container port and probe ports;
@@ -40,7 +40,7 @@ def run(command):
 
 
 def component_metadata(shared, component_type):
-    """The metadata a component accepts (shared/schemas/README.md, 'Checking Dapr Component
+    """The metadata a component accepts (k8s/schemas/README.md, 'Checking Dapr Component
     metadata names'): name -> the values it allows, or None where any value goes. A name defined
     in several authentication profiles allows the values of all of them."""
     kind, name = component_type.split(".", 1)
@@ -158,11 +158,11 @@ def validate(overlay, docs, shared, repo, workdir):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--shared", required=True, type=pathlib.Path)
+    parser.add_argument("--schemas", required=True, type=pathlib.Path)
     parser.add_argument("--repo", required=True, type=pathlib.Path)
     parser.add_argument("rendered", nargs="+", type=pathlib.Path)
     args = parser.parse_args()
-    shared = args.shared / "schemas"
+    shared = args.schemas
     with tempfile.TemporaryDirectory() as workdir:
         for rendered in args.rendered:
             docs = [d for d in yaml.safe_load_all(rendered.read_text()) if d]
