@@ -10,16 +10,15 @@ IMAGE_REPO ?= ghcr.io/dapr-todo
 IMAGE_TAG ?= 0.1.0
 
 
-.PHONY: help build build-kafka images run run-kafka test test-kafka test-unit validate-k8s bench-write bench-relay bench-sidecar lint fmt clean ensure-rust
+.PHONY: help build images run run-kafka test test-kafka test-unit validate-k8s bench-write bench-relay lint fmt clean ensure-rust
 
 help:
-	@echo "make run          build and start todo, notification and analytics with their sidecars (dapr/dapr.yaml)"
-	@echo "make run-kafka    the same on the cluster's Kafka component, against a local tansu broker"
-	@echo "make test         every test: unit, integration (SQLite and PostgreSQL), end to end, k8s validation"
-	@echo "make test-kafka   pubsub.kafka and the whole system end to end on Kafka (tansu)"
+	@echo "make run          build and start todo, notification and analytics under dapr run -f dapr/dapr.yaml (Redis)"
+	@echo "make run-kafka    the same on the cluster's Kafka component, against a local Apache Kafka"
+	@echo "make test         every test: unit, integration (SQLite and PostgreSQL), Dapr contract and end to end under daprd on Redis, k8s validation"
+	@echo "make test-kafka   the Kafka contract tests and the whole system end to end on Apache Kafka"
 	@echo "make bench-write  POST /todos throughput and latency vs a bare insert (release)"
 	@echo "make bench-relay  outbox claim latency with a million published rows (release)"
-	@echo "make bench-sidecar dev sidecar publish and delivery latency, throughput and RSS (release)"
 	@echo "make images       container images of the three services ($(IMAGE_REPO)/<service>:$(IMAGE_TAG))"
 	@echo "make lint         rustfmt check and clippy with warnings as errors"
 
@@ -27,7 +26,7 @@ ensure-rust:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
 
 build: ensure-rust
-	$(CARGO) build --release --locked --bin todo --bin notification --bin analytics --bin devsidecar
+	$(CARGO) build --release --locked --bin todo --bin notification --bin analytics
 
 images:
 	@command -v docker >/dev/null || { echo "make images needs docker" >&2; exit 1; }
@@ -35,43 +34,45 @@ images:
 	  docker build --build-arg SERVICE=$$service -t $(IMAGE_REPO)/$$service:$(IMAGE_TAG) . ; \
 	done
 
-# Redis found or started by scripts/ensure-redis.sh; the Dapr CLI when installed, else the dev
-# sidecar; SQLite databases under $(RUN_DIR)/data.
+# `dapr run -f dapr/dapr.yaml` with the Dapr CLI and daprd of scripts/ensure-dapr.sh (built once
+# from the Go module proxy when no Dapr of the pinned release is installed), over the Redis
+# scripts/ensure-redis.sh finds or starts; SQLite databases under $(RUN_DIR)/data.
 run: build
 	RUN_DIR=$(RUN_DIR) scripts/run.sh
 
-# The same system on the cluster's Kafka component: a tansu broker set up like the cluster's
-# Kafka (SCRAM, the KafkaTopics), its own data under $(RUN_DIR)/kafka.
-build-kafka: ensure-rust
-	@scripts/ensure-kafka.sh --tools-only
-	$(CARGO) build --release --locked --bin todo --bin notification --bin analytics --bin devsidecar --features devsidecar/kafka
-
-run-kafka: build-kafka
+# The same system on the cluster's Kafka component, against an Apache Kafka set up like the
+# cluster's (SCRAM, the KafkaTopics; scripts/ensure-kafka.sh), its data under $(RUN_DIR)/kafka.
+run-kafka: build
 	RUN_DIR=$(RUN_DIR)/kafka PUBSUB=kafka scripts/run.sh
 
 # PostgreSQL and Redis for the tests: the ones on their standard local ports if they answer,
-# else servers of our own (scripts/ensure-postgres.sh, scripts/ensure-redis.sh). Every test
-# creates and drops its own database, and uses stream and group names of its own in Redis.
+# else servers of our own (scripts/ensure-postgres.sh, scripts/ensure-redis.sh); daprd from
+# scripts/ensure-dapr.sh. Every test creates and drops its own database, starts its own daprd
+# processes, and uses stream and group names (or, end to end, a redis-server) of its own.
 test: ensure-rust
-	@pg=$$(scripts/ensure-postgres.sh); redis=$$(scripts/ensure-redis.sh); \
-	echo "PostgreSQL for tests: $$pg; Redis for tests: $$redis"; \
-	TEST_POSTGRES_URL=$$pg TEST_REDIS_HOST=$$redis $(CARGO) test --workspace --locked --no-fail-fast
+	@pg=$$(scripts/ensure-postgres.sh); redis=$$(scripts/ensure-redis.sh); daprd=$$(scripts/ensure-dapr.sh --daprd); \
+	echo "PostgreSQL for tests: $$pg; Redis for tests: $$redis; daprd: $$daprd"; \
+	TEST_POSTGRES_URL=$$pg TEST_REDIS_HOST=$$redis DAPRD=$$daprd $(CARGO) test --workspace --locked --no-fail-fast
 	$(CARGO) build --workspace --benches --locked
 	scripts/validate-k8s.sh
 
 validate-k8s:
 	scripts/validate-k8s.sh
 
-# The Kafka suite (scripts/ensure-kafka.sh installs tansu and OpenSSL headers once): the dev
-# sidecar's pubsub.kafka conformance tests against a shared tansu broker, then the whole system
-# end to end on the cluster's Kafka component (k8s/base/dapr/pubsub.yaml, SCRAM-SHA-512), each
-# test with a tansu broker of its own, on SQLite and PostgreSQL.
+# On Apache Kafka (scripts/ensure-kafka.sh fetches it with Maven once): the Kafka contract tests
+# against one shared broker, then the whole system end to end on the cluster's component
+# (k8s/base/dapr/pubsub.yaml, SCRAM-SHA-512), each test with a broker of its own, on SQLite and
+# PostgreSQL.
+KAFKA_TEST_DIR ?= $(CURDIR)/$(RUN_DIR)/test-kafka
 test-kafka: ensure-rust
-	@brokers=$$(scripts/ensure-kafka.sh); pg=$$(scripts/ensure-postgres.sh); \
-	echo "Kafka for tests: $$brokers; PostgreSQL for tests: $$pg"; \
-	export PATH="$$HOME/.cargo/bin:$$PATH"; \
-	TEST_KAFKA_BROKERS=$$brokers $(CARGO) test --locked -p devsidecar --features kafka --test kafka; \
-	TEST_PUBSUB=kafka TEST_POSTGRES_URL=$$pg $(CARGO) test --locked -p system-tests --features kafka
+	@scripts/ensure-kafka.sh --tools-only; \
+	pg=$$(scripts/ensure-postgres.sh); daprd=$$(scripts/ensure-dapr.sh --daprd); \
+	trap 'KAFKA_DIR=$(KAFKA_TEST_DIR) scripts/ensure-kafka.sh stop' EXIT; \
+	brokers=$$(KAFKA_DIR=$(KAFKA_TEST_DIR) KAFKA_SCRAM_USER=dapr-todo KAFKA_SCRAM_PASSWORD=dapr-todo-local scripts/ensure-kafka.sh); \
+	echo "Kafka for tests: $$brokers; PostgreSQL for tests: $$pg; daprd: $$daprd"; \
+	TEST_KAFKA_BROKERS=$$brokers TEST_KAFKA_USER=dapr-todo TEST_KAFKA_PASSWORD=dapr-todo-local DAPRD=$$daprd \
+	  $(CARGO) test --locked -p dapr-contract --features kafka --test contract kafka::; \
+	TEST_PUBSUB=kafka TEST_POSTGRES_URL=$$pg DAPRD=$$daprd $(CARGO) test --locked -p system-tests --features kafka
 
 test-unit: ensure-rust
 	$(CARGO) test --workspace --locked --lib --bins
@@ -83,10 +84,6 @@ bench-write: ensure-rust
 bench-relay: ensure-rust
 	@url=$$(scripts/ensure-postgres.sh); \
 	BENCH_POSTGRES_URL=$$url $(CARGO) bench --locked -p todo --bench relay_claim
-
-bench-sidecar: ensure-rust
-	@redis=$$(scripts/ensure-redis.sh); \
-	BENCH_REDIS_HOST=$$redis $(CARGO) bench --locked -p devsidecar --bench footprint
 
 lint: ensure-rust
 	$(CARGO) fmt --all --check

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Makes sure the Dapr CLI and daprd of the pinned release are there, and prints the path of the
-# `dapr` CLI on its last stdout line (`--daprd`: the path of daprd instead). Used by `make run`,
-# `make test` and `.ci/run`; everything but the path goes to stderr.
+# Makes sure the Dapr CLI, daprd and the Dapr scheduler of the pinned release are there, and
+# prints the path of the `dapr` CLI on its last stdout line (`--daprd`, `--scheduler`: the path of
+# that binary instead). Used by `make run`, `make test` and `.ci/run`; everything but the path
+# goes to stderr. The scheduler is what `dapr run` points every daprd at (the CLI gives no way
+# to turn that off in a run file), so `make run` starts one; the services schedule no jobs.
 #
 # 1. An installed Dapr is used as it is when its runtime is the pinned release and its CLI at
-#    least $DAPR_CLI_VERSION: `dapr` on PATH with ~/.dapr/bin/daprd, as `dapr init --slim`
-#    leaves them.
+#    least $DAPR_CLI_VERSION: `dapr` on PATH with ~/.dapr/bin/daprd and scheduler, as
+#    `dapr init --slim` leaves them.
 # 2. Otherwise both are built from the Go module proxy into a runtime path of our own,
 #    $DAPR_TODO_CACHE/dapr-<version> (default cache ~/.cache/dapr-todo), never over ~/.dapr:
 #      <runtime path>/.dapr/bin/daprd   what `dapr run --runtime-path <runtime path>` runs
+#      <runtime path>/.dapr/bin/scheduler
 #      <runtime path>/bin/dapr          the CLI, a wrapper that sets DAPR_RUNTIME_PATH so that
 #                                       `dapr run` and `dapr --version` find that daprd
 #    A build that is current (same go.mod and go.sum under tools/, same script) is not redone; the Go
@@ -33,10 +36,17 @@ CACHE="${DAPR_TODO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dapr-todo}"
 RUNTIME_PATH="$CACHE/dapr-$DAPR_VERSION"
 
 want=cli
-if [ "${1:-}" = --daprd ]; then want=daprd; fi
+case "${1:-}" in
+  --daprd) want=daprd ;;
+  --scheduler) want=scheduler ;;
+esac
 
-answer() { # cli-path daprd-path
-  if [ "$want" = daprd ]; then echo "$2"; else echo "$1"; fi
+answer() { # the directory of daprd and the scheduler, the CLI's path
+  case "$want" in
+    daprd) echo "$1/daprd" ;;
+    scheduler) echo "$1/scheduler" ;;
+    *) echo "$2" ;;
+  esac
   exit 0
 }
 
@@ -45,19 +55,21 @@ version_field() { awk -F': *' -v field="$1" '$1 == field { gsub(/[ \r]/, "", $2)
 at_least() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]; }
 
 # 1. An installed Dapr of the pinned release.
-if installed="$(command -v dapr 2>/dev/null)" && [ -x "$HOME/.dapr/bin/daprd" ]; then
+if installed="$(command -v dapr 2>/dev/null)" && [ -x "$HOME/.dapr/bin/daprd" ] && [ -x "$HOME/.dapr/bin/scheduler" ]; then
   versions="$(DAPR_RUNTIME_PATH="$HOME" "$installed" --version 2>/dev/null || true)"
   cli="$(version_field "CLI version" <<<"$versions")"
   runtime="$(version_field "Runtime version" <<<"$versions")"
   if [ "$runtime" = "$DAPR_VERSION" ] && at_least "${cli:-0}" "$DAPR_CLI_VERSION"; then
     say "using the installed Dapr: CLI $cli ($installed), runtime $runtime ($HOME/.dapr/bin/daprd)"
-    answer "$installed" "$HOME/.dapr/bin/daprd"
+    answer "$HOME/.dapr/bin" "$installed"
   fi
   say "the installed Dapr (CLI ${cli:-?}, runtime ${runtime:-?}) is not release $DAPR_VERSION: using one of our own"
 fi
 
 # 2. Ours, built when not current.
-daprd="$RUNTIME_PATH/.dapr/bin/daprd"
+bin="$RUNTIME_PATH/.dapr/bin"
+daprd="$bin/daprd"
+scheduler="$bin/scheduler"
 cli_bin="$RUNTIME_PATH/bin/dapr-cli"
 wrapper="$RUNTIME_PATH/bin/dapr"
 stamp="$RUNTIME_PATH/built-from"
@@ -65,8 +77,8 @@ sum_of() { sha256sum "$1/go.mod" "$1/go.sum" | sha256sum | cut -c1-16; }
 # The recipe is part of what a build is made from: this script's own hash too.
 recipe="$(sha256sum "$0" | cut -c1-16)"
 expected_stamp="daprd $DAPR_VERSION ($DAPR_BUILD_TAGS, $(sum_of "$module")); cli $DAPR_CLI_VERSION ($(sum_of "$cli_module")); recipe $recipe"
-if [ -x "$daprd" ] && [ -x "$cli_bin" ] && [ -x "$wrapper" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$expected_stamp" ]; then
-  answer "$wrapper" "$daprd"
+if [ -x "$daprd" ] && [ -x "$scheduler" ] && [ -x "$cli_bin" ] && [ -x "$wrapper" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$expected_stamp" ]; then
+  answer "$bin" "$wrapper"
 fi
 
 if ! command -v go >/dev/null 2>&1; then
@@ -92,6 +104,12 @@ say "building daprd $DAPR_VERSION (tags $DAPR_BUILD_TAGS) from the Go module pro
   -o "$daprd.new" github.com/dapr/dapr/cmd/daprd) >&2
 mv "$daprd.new" "$daprd"
 say "daprd built in $((SECONDS - started)) s"
+started=$SECONDS
+(cd "$module" && go build -trimpath -ldflags "-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=$DAPR_VERSION \
+    -X github.com/dapr/kit/logger.DaprVersion=$DAPR_VERSION" \
+  -o "$scheduler.new" github.com/dapr/dapr/cmd/scheduler) >&2
+mv "$scheduler.new" "$scheduler"
+say "the scheduler built in $((SECONDS - started)) s"
 
 started=$SECONDS
 say "building the Dapr CLI $DAPR_CLI_VERSION from the Go module proxy"
@@ -115,4 +133,4 @@ if [ "$(version_field "Runtime version" <<<"$versions")" != "$DAPR_VERSION" ] ||
 fi
 echo "$expected_stamp" > "$stamp"
 say "Dapr ready under $RUNTIME_PATH: $(tr '\n' ' ' <<<"$versions")"
-answer "$wrapper" "$daprd"
+answer "$bin" "$wrapper"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# `make run`: the whole system — todo, notification and analytics, each with its sidecar — from
-# dapr/dapr.yaml. Uses the real Dapr CLI (`dapr run -f`) when it is installed, else the dev
-# sidecar (`devsidecar run -f`). Expects the release binaries (make build).
+# `make run`: the whole system — todo, notification and analytics, each with its daprd — with
+# `dapr run -f dapr/dapr.yaml`, the Dapr CLI and daprd of scripts/ensure-dapr.sh (an installed
+# Dapr of the pinned release, else ours, built once). Expects the release binaries (make build).
+# Ctrl-C (or SIGTERM) stops the CLI, which stops every app and daprd, then the scheduler and
+# the broker this run started, if it started them.
 #
 # Redis: whatever scripts/ensure-redis.sh finds or starts. components/pubsub.yaml names
 # localhost:6379 (where `dapr init` puts Redis); when Redis is elsewhere, the run uses a copy of
@@ -12,6 +14,17 @@ cd "$(dirname "$0")/.."
 
 RUN_DIR="${RUN_DIR:-.run}"
 say() { printf 'run: %s\n' "$*" >&2; }
+
+dapr="$(scripts/ensure-dapr.sh)"
+scheduler="$(scripts/ensure-dapr.sh --scheduler)"
+# Whatever this run starts is stopped when it ends.
+stop_at_exit=()
+cleanup() {
+  local step
+  for step in "${stop_at_exit[@]}"; do eval "$step" || true; done
+}
+trap cleanup EXIT
+alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 mkdir -p "$RUN_DIR/data"
 run_file=dapr/dapr.yaml
@@ -33,11 +46,14 @@ stage() {
 
 if [ "${PUBSUB:-redis}" = kafka ]; then
   # `make run-kafka`: the cluster's Kafka component (k8s/base/dapr/pubsub.yaml) with only the
-  # broker address changed, against a tansu broker set up like the cluster's Kafka (SCRAM,
+  # broker address changed, against an Apache Kafka set up like the cluster's (SCRAM,
   # the dapr-todo user, the KafkaTopics). The password comes from a local file secret store
   # named `kubernetes`, standing in for the Secret Strimzi creates in the cluster.
   kafka_dir="$PWD/$RUN_DIR/kafka"
   password=dapr-todo-local
+  if ! alive "$kafka_dir/kafka.pid"; then
+    stop_at_exit+=("KAFKA_DIR='$kafka_dir' scripts/ensure-kafka.sh stop")
+  fi
   brokers=$(KAFKA_DIR="$kafka_dir" OWN_KAFKA_PORT="${KAFKA_PORT:-59093}" KAFKA_SCRAM_USER=dapr-todo \
     KAFKA_SCRAM_PASSWORD=$password scripts/ensure-kafka.sh)
   parts="$RUN_DIR/kafka-components"
@@ -60,10 +76,14 @@ spec:
       value: "true"
 EOF
   stage "$parts"/*.yaml
-  broker_note="Kafka (tansu, SCRAM) at $brokers"
+  broker_note="Kafka (SCRAM) at $brokers"
 else
   # A Redis of our own keeps its data under the run directory.
-  redis=$(REDIS_DIR="${REDIS_DIR:-$PWD/$RUN_DIR/redis}" scripts/ensure-redis.sh)
+  redis_dir="${REDIS_DIR:-$PWD/$RUN_DIR/redis}"
+  if ! alive "$redis_dir/redis.pid"; then
+    stop_at_exit+=("alive '$redis_dir/redis.pid' && kill \$(cat '$redis_dir/redis.pid')")
+  fi
+  redis=$(REDIS_DIR="$redis_dir" scripts/ensure-redis.sh)
   if [ "$redis" != "127.0.0.1:6379" ] && [ "$redis" != "localhost:6379" ]; then
     sed "s#localhost:6379#$redis#" components/pubsub.yaml > "$RUN_DIR/pubsub.yaml"
     stage "$RUN_DIR/pubsub.yaml" components/resiliency.yaml
@@ -71,11 +91,37 @@ else
   broker_note="Redis at $redis"
 fi
 
+# The Dapr scheduler on 127.0.0.1:50006, where dapr/dapr.yaml points every daprd (a daprd whose
+# scheduler does not answer is never ready); one already there (`dapr init`) is used as it is.
+listens() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
+if ! listens 127.0.0.1:50006; then
+  scheduler_dir="$PWD/$RUN_DIR/scheduler"
+  mkdir -p "$scheduler_dir"
+  "$scheduler" --port 50006 --listen-address 127.0.0.1 \
+    --healthz-port 58086 --healthz-listen-address 127.0.0.1 \
+    --metrics-port 59096 --metrics-listen-address 127.0.0.1 \
+    --etcd-data-dir "$scheduler_dir/etcd" --etcd-client-listen-address 127.0.0.1 --etcd-client-port 52379 \
+    --etcd-initial-cluster dapr-scheduler-server-0=http://127.0.0.1:52380 \
+    < /dev/null > "$scheduler_dir/scheduler.log" 2>&1 &
+  scheduler_pid=$!
+  stop_at_exit+=("kill $scheduler_pid 2>/dev/null; wait $scheduler_pid 2>/dev/null")
+  for _ in $(seq 1 300); do
+    if [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:58086/healthz)" = 200 ]; then break; fi
+    if ! kill -0 "$scheduler_pid" 2>/dev/null; then
+      say "the Dapr scheduler exited; the end of $scheduler_dir/scheduler.log:"; tail -n 5 "$scheduler_dir/scheduler.log" >&2; exit 1
+    fi
+    sleep 0.1
+  done
+fi
+
 say "$broker_note; todo on http://127.0.0.1:8080, notification on :8081, analytics on :8082"
 say "admin API token (local only): dev-admin-token; Ctrl-C stops everything"
-if command -v dapr >/dev/null 2>&1; then
-  say "using the Dapr CLI: dapr run -f $run_file"
-  exec dapr run -f "$run_file"
-fi
-say "no Dapr CLI found: using the dev sidecar (target/release/devsidecar)"
-exec ./target/release/devsidecar run -f "$run_file"
+say "dapr run -f $run_file ($("$dapr" --version | tr -s ' \n' ' '))"
+# In the background, so this script is there to clean up after it; Ctrl-C reaches the CLI
+# through the trap (a background job of a script ignores SIGINT).
+"$dapr" run -f "$run_file" &
+cli=$!
+trap 'kill -TERM "$cli" 2>/dev/null || true' INT TERM
+status=0
+while kill -0 "$cli" 2>/dev/null; do wait "$cli" || status=$?; done
+exit "$status"

@@ -49,7 +49,7 @@ fn the_clusters_resiliency_is_the_local_one() {
 }
 
 #[test]
-fn the_run_file_starts_the_three_services_on_their_ports_without_a_control_plane() {
+fn the_run_file_starts_the_three_services_on_their_ports_without_placement() {
     let run = document("dapr/dapr.yaml");
     let apps: Vec<(String, u64, u64, String)> = run["apps"]
         .as_array()
@@ -68,9 +68,11 @@ fn the_run_file_starts_the_three_services_on_their_ports_without_a_control_plane
     let common = &run["common"];
     assert_eq!(common["resourcesPaths"], json!(["../components"]));
     assert_eq!(common["configFilePath"], "./config.yaml");
-    // `dapr run` otherwise points daprd at a placement and a scheduler on localhost, which only
-    // `dapr init` starts; the services use neither (no actors, jobs or workflows).
-    assert_eq!((&common["placementHostAddress"], &common["schedulerHostAddress"]), (&json!(""), &json!("")));
+    // No placement (no actors or workflows); the scheduler `make run` starts (scripts/run.sh).
+    assert_eq!(
+        (&common["placementHostAddress"], &common["schedulerHostAddress"]),
+        (&json!(""), &json!("127.0.0.1:50006"))
+    );
 }
 
 async fn declarative_subscriptions_equal_the_programmatic_ones(backend: DbBackend) {
