@@ -1,6 +1,7 @@
 //! Publishing through the Dapr sidecar's HTTP API: `POST /v1.0/publish/{pubsub}/{topic}`.
 //!
-//! See `shared/dapr-contract.md` §1 (publish), §8 (API token, health) and §11. In short: the
+//! See Dapr's pub/sub API reference (https://docs.dapr.io/reference/api/pubsub_api/); the
+//! behaviours relied on here are pinned against daprd in `crates/dapr-contract`. In short: the
 //! sidecar answers 204 on success; 4xx means the request itself is wrong; 500
 //! `ERR_PUBSUB_PUBLISH_MESSAGE` means the broker failed after the component's own retries.
 

@@ -1,5 +1,5 @@
-//! The subscriber side of the Dapr pub/sub HTTP contract (`shared/dapr-contract.md` §2–§3, §8.2,
-//! §11): what an app answers to `GET /dapr/subscribe`, how it answers each delivery
+//! The subscriber side of the Dapr pub/sub HTTP contract (https://docs.dapr.io/reference/api/pubsub_api/,
+//! pinned against daprd in `crates/dapr-contract`): what an app answers to `GET /dapr/subscribe`, how it answers each delivery
 //! (`SUCCESS`, `RETRY`, `DROP`), the `APP_API_TOKEN` check on every route the sidecar calls, and
 //! reading a delivered todo event — or recognising it as poison.
 

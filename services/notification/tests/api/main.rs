@@ -1,5 +1,5 @@
 //! Integration tests of the notification service over real HTTP, on SQLite and PostgreSQL:
-//! deliveries posted the way daprd posts them, and the real dev sidecar for the dead-letter
+//! deliveries posted the way daprd posts them, and a real daprd for the dead-letter
 //! loop. One test binary so the suite links once.
 
 mod helpers;

@@ -66,14 +66,15 @@ struct SidecarState {
 }
 
 /// A recording stand-in for daprd's publish and outbound-health endpoints: a test fixture at the
-/// unit-of-service level (the dev sidecar, not this, is what end-to-end tests use).
+/// unit-of-service level (the end-to-end tests in crates/system-tests use a real daprd).
 pub struct FakeSidecar {
     pub addr: SocketAddr,
     state: SidecarState,
     server: Option<JoinHandle<()>>,
 }
 
-/// daprd's error body for a broker failure (shared/dapr-contract.md §1.7).
+/// daprd's error body for a broker failure (`ERR_PUBSUB_PUBLISH_MESSAGE`,
+/// pkg/messages/errorcodes/errorcodes.go in github.com/dapr/dapr).
 pub const DAPR_PUBLISH_ERROR: &str = r#"{"errorCode":"ERR_PUBSUB_PUBLISH_MESSAGE","message":"error when publishing to topic in pubsub pubsub: broker down"}"#;
 
 impl FakeSidecar {
