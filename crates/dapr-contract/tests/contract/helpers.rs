@@ -5,7 +5,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -18,23 +17,15 @@ use service_kit::testing::daprd::{self, Daprd};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-pub const DEADLINE: Duration = Duration::from_secs(20);
-/// How often [`eventually`] looks again.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
+pub use service_kit::testing::DEADLINE;
 
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+/// Polls `check` until it yields a value, failing the test after [`DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let started = tokio::time::Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(started.elapsed() < DEADLINE, "timed out after {DEADLINE:?} waiting for {what}");
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
+    service_kit::testing::eventually(what, DEADLINE, check).await
 }
 
 pub fn redis_host() -> String {
