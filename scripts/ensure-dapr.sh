@@ -94,9 +94,11 @@ rm -f "$stamp"
 # it reports "edge" and logs "unknown".
 commit="$(cd "$module" && go mod download -json "github.com/dapr/dapr@v$DAPR_VERSION" |
   awk -F'"' '$2 == "Hash" { print $4; exit }')"
+# -buildvcs=false: the modules under tools/ sit inside this checkout, whose git state has nothing
+# to do with Dapr's, and stamping it fails in a clone that git does not trust.
 started=$SECONDS
 say "building daprd $DAPR_VERSION (tags $DAPR_BUILD_TAGS) from the Go module proxy; the first build takes a while"
-(cd "$module" && go build -trimpath -tags "$DAPR_BUILD_TAGS" \
+(cd "$module" && go build -trimpath -buildvcs=false -tags "$DAPR_BUILD_TAGS" \
   -ldflags "-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=$DAPR_VERSION \
     -X github.com/dapr/dapr/pkg/buildinfo.gitversion=v$DAPR_VERSION \
     -X github.com/dapr/dapr/pkg/buildinfo.gitcommit=$commit \
@@ -105,7 +107,7 @@ say "building daprd $DAPR_VERSION (tags $DAPR_BUILD_TAGS) from the Go module pro
 mv "$daprd.new" "$daprd"
 say "daprd built in $((SECONDS - started)) s"
 started=$SECONDS
-(cd "$module" && go build -trimpath -ldflags "-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=$DAPR_VERSION \
+(cd "$module" && go build -trimpath -buildvcs=false -ldflags "-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=$DAPR_VERSION \
     -X github.com/dapr/kit/logger.DaprVersion=$DAPR_VERSION" \
   -o "$scheduler.new" github.com/dapr/dapr/cmd/scheduler) >&2
 mv "$scheduler.new" "$scheduler"
@@ -113,7 +115,7 @@ say "the scheduler built in $((SECONDS - started)) s"
 
 started=$SECONDS
 say "building the Dapr CLI $DAPR_CLI_VERSION from the Go module proxy"
-(cd "$cli_module" && go build -trimpath \
+(cd "$cli_module" && go build -trimpath -buildvcs=false \
   -ldflags "-s -w -X main.version=$DAPR_CLI_VERSION -X main.apiVersion=1.0" \
   -o "$cli_bin.new" github.com/dapr/cli) >&2
 mv "$cli_bin.new" "$cli_bin"
