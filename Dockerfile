@@ -1,5 +1,5 @@
 # One image per service from one Dockerfile: `docker build --build-arg SERVICE=todo .` (or
-# notification, analytics, devsidecar); `make images` builds them all. Dependencies are compiled
+# notification, analytics); `make images` builds them all. Dependencies are compiled
 # in their own layer (cargo-chef), so a code change rebuilds only the workspace crates. The
 # runtime image is distroless (no shell, no package manager) and runs as a non-root user.
 ARG RUST_VERSION=1.95

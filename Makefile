@@ -50,7 +50,7 @@ run-kafka: build
 # scripts/ensure-dapr.sh. Every test creates and drops its own database, starts its own daprd
 # processes, and uses stream and group names (or, end to end, a redis-server) of its own.
 test: ensure-rust
-	@pg=$$(scripts/ensure-postgres.sh); redis=$$(scripts/ensure-redis.sh); daprd=$$(scripts/ensure-dapr.sh --daprd); \
+	@pg=$$(scripts/ensure-postgres.sh); redis=$$(NEED_REDIS_SERVER=1 scripts/ensure-redis.sh); daprd=$$(scripts/ensure-dapr.sh --daprd); \
 	echo "PostgreSQL for tests: $$pg; Redis for tests: $$redis; daprd: $$daprd"; \
 	TEST_POSTGRES_URL=$$pg TEST_REDIS_HOST=$$redis DAPRD=$$daprd $(CARGO) test --workspace --locked --no-fail-fast
 	$(CARGO) build --workspace --benches --locked

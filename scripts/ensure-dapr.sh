@@ -77,9 +77,18 @@ sum_of() { sha256sum "$1/go.mod" "$1/go.sum" | sha256sum | cut -c1-16; }
 # The recipe is part of what a build is made from: this script's own hash too.
 recipe="$(sha256sum "$0" | cut -c1-16)"
 expected_stamp="daprd $DAPR_VERSION ($DAPR_BUILD_TAGS, $(sum_of "$module")); cli $DAPR_CLI_VERSION ($(sum_of "$cli_module")); recipe $recipe"
-if [ -x "$daprd" ] && [ -x "$scheduler" ] && [ -x "$cli_bin" ] && [ -x "$wrapper" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$expected_stamp" ]; then
-  answer "$bin" "$wrapper"
-fi
+current() {
+  [ -x "$daprd" ] && [ -x "$scheduler" ] && [ -x "$cli_bin" ] && [ -x "$wrapper" ] &&
+    [ "$(cat "$stamp" 2>/dev/null)" = "$expected_stamp" ]
+}
+if current; then answer "$bin" "$wrapper"; fi
+
+# One build at a time (`make run` and `make test` may start together on a cold machine); who
+# waited finds it done.
+mkdir -p "$CACHE"
+exec 9> "$RUNTIME_PATH.lock"
+flock 9
+if current; then answer "$bin" "$wrapper"; fi
 
 if ! command -v go >/dev/null 2>&1; then
   say "Go is needed to build daprd and the Dapr CLI $DAPR_VERSION (install Go 1.26 or newer,"

@@ -85,8 +85,9 @@ listens() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
 broker_pid() {
   local pid
   pid="$(cat "$1/kafka.pid" 2>/dev/null)" || return 1
-  [ -n "$pid" ] && tr '\0' '\n' < "/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "$1/server.properties" \
-    && echo "$pid"
+  # grep reads all of its input (no -q): under pipefail, a grep that quits early can fail tr.
+  [ -n "$pid" ] && { tr '\0' '\n' < "/proc/$pid/cmdline"; } 2>/dev/null |
+    grep -xF -- "$1/server.properties" > /dev/null && echo "$pid"
 }
 
 # Whether process $1 runs: a broker that is our own child stays a zombie until waited for.
@@ -294,7 +295,7 @@ ensure_tools() {
   command -v mvn >/dev/null 2>&1 || missing="$missing mvn"
   if [ -n "$missing" ]; then
     say "missing:$missing. Kafka $KAFKA_VERSION needs Java 17 or later and Maven;" \
-      "on Debian: sudo apt-get install -y openjdk-17-jdk-headless maven"
+      "on Debian: sudo apt-get install -y default-jdk-headless maven"
     exit 1
   fi
   local java_major

@@ -23,6 +23,23 @@ answers() {
   [ "${reply%$'\r'}" = "+PONG" ]
 }
 
+# The system tests start redis-servers of their own: NEED_REDIS_SERVER=1 (make test) installs
+# the binary even when a Redis already answers.
+install_redis_server() {
+  if ! command -v redis-server >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+      say "installing redis-server (apt-get install redis-server)"
+      apt-get update -qq >&2
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >&2
+    else
+      say "redis-server is not installed. Install it with: sudo apt-get install -y redis-server"
+      say "or point REDIS_HOST at a running Redis (host:port)."
+      exit 1
+    fi
+  fi
+}
+if [ -n "${NEED_REDIS_SERVER:-}" ]; then install_redis_server; fi
+
 if [ -n "${REDIS_HOST:-}" ]; then
   if answers "$REDIS_HOST"; then echo "$REDIS_HOST"; exit 0; fi
   say "REDIS_HOST=$REDIS_HOST does not answer PING"; exit 1
@@ -32,17 +49,7 @@ if answers "127.0.0.1:6379"; then echo "127.0.0.1:6379"; exit 0; fi
 if answers "127.0.0.1:$OWN_PORT"; then echo "127.0.0.1:$OWN_PORT"; exit 0; fi
 
 say "no Redis on 127.0.0.1:6379; starting one on port $OWN_PORT (data in $OWN_DIR)"
-if ! command -v redis-server >/dev/null 2>&1; then
-  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-    say "installing redis-server (apt-get install redis-server)"
-    apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >&2
-  else
-    say "redis-server is not installed. Install it with: sudo apt-get install -y redis-server"
-    say "or point REDIS_HOST at a running Redis (host:port)."
-    exit 1
-  fi
-fi
+install_redis_server
 
 mkdir -p "$OWN_DIR"
 redis-server --port "$OWN_PORT" --bind 127.0.0.1 --dir "$OWN_DIR" --daemonize yes \

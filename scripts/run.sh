@@ -5,14 +5,16 @@
 # Ctrl-C (or SIGTERM) stops the CLI, which stops every app and daprd, then the scheduler and
 # the broker this run started, if it started them.
 #
-# Redis: whatever scripts/ensure-redis.sh finds or starts. components/pubsub.yaml names
-# localhost:6379 (where `dapr init` puts Redis); when Redis is elsewhere, the run uses a copy of
-# the run file and components under $RUN_DIR with the address replaced. With PUBSUB=kafka
-# (`make run-kafka`) the same, with the cluster's Kafka component instead.
+# Redis: whatever scripts/ensure-redis.sh finds or starts. The run uses a copy of the run file
+# and components under $RUN_DIR (default .run), with the Redis address put into
+# components/pubsub.yaml (which names localhost:6379, where `dapr init` puts Redis) and the
+# databases under $RUN_DIR/data. With PUBSUB=kafka (`make run-kafka`) the same, with the
+# cluster's Kafka component instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RUN_DIR="${RUN_DIR:-.run}"
+mkdir -p "${RUN_DIR:-.run}"
+RUN_DIR="$(cd "${RUN_DIR:-.run}" && pwd)"
 say() { printf 'run: %s\n' "$*" >&2; }
 
 dapr="$(scripts/ensure-dapr.sh)"
@@ -25,12 +27,17 @@ cleanup() {
 }
 trap cleanup EXIT
 alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+stop_process() {
+  kill "$1" 2>/dev/null || return 0
+  for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$1" 2>/dev/null || true
+}
 
 mkdir -p "$RUN_DIR/data"
-run_file=dapr/dapr.yaml
 
 # Stages the run file one level down with components/ replaced by the files in $@, so the
-# relative paths inside the run file still hold.
+# relative paths inside the run file still hold, and the databases under $RUN_DIR/data (the
+# run file's DATA_DIR is relative to each app's directory, which is the repository's own).
 stage() {
   staged="$RUN_DIR/stage"
   rm -rf "$staged"
@@ -39,9 +46,9 @@ stage() {
   cp dapr/config.yaml "$staged/dapr/"
   ln -sfn "$PWD/services" "$staged/services"
   ln -sfn "$PWD/target" "$staged/target"
-  ln -sfn "$PWD/$RUN_DIR" "$staged/.run"
   run_file="$staged/dapr/dapr.yaml"
-  cp dapr/dapr.yaml "$run_file"
+  grep -q '^    DATA_DIR: ../../.run/data$' dapr/dapr.yaml || { say "dapr/dapr.yaml: no DATA_DIR line to point at $RUN_DIR/data"; exit 1; }
+  sed "s#^    DATA_DIR: ../../.run/data\$#    DATA_DIR: $RUN_DIR/data#" dapr/dapr.yaml > "$run_file"
 }
 
 if [ "${PUBSUB:-redis}" = kafka ]; then
@@ -49,7 +56,7 @@ if [ "${PUBSUB:-redis}" = kafka ]; then
   # broker address changed, against an Apache Kafka set up like the cluster's (SCRAM,
   # the dapr-todo user, the KafkaTopics). The password comes from a local file secret store
   # named `kubernetes`, standing in for the Secret Strimzi creates in the cluster.
-  kafka_dir="$PWD/$RUN_DIR/kafka"
+  kafka_dir="$RUN_DIR/kafka"
   password=dapr-todo-local
   if ! alive "$kafka_dir/kafka.pid"; then
     stop_at_exit+=("KAFKA_DIR='$kafka_dir' scripts/ensure-kafka.sh stop")
@@ -79,15 +86,13 @@ EOF
   broker_note="Kafka (SCRAM) at $brokers"
 else
   # A Redis of our own keeps its data under the run directory.
-  redis_dir="${REDIS_DIR:-$PWD/$RUN_DIR/redis}"
+  redis_dir="${REDIS_DIR:-$RUN_DIR/redis}"
   if ! alive "$redis_dir/redis.pid"; then
     stop_at_exit+=("alive '$redis_dir/redis.pid' && kill \$(cat '$redis_dir/redis.pid')")
   fi
   redis=$(REDIS_DIR="$redis_dir" scripts/ensure-redis.sh)
-  if [ "$redis" != "127.0.0.1:6379" ] && [ "$redis" != "localhost:6379" ]; then
-    sed "s#localhost:6379#$redis#" components/pubsub.yaml > "$RUN_DIR/pubsub.yaml"
-    stage "$RUN_DIR/pubsub.yaml" components/resiliency.yaml
-  fi
+  sed "s#localhost:6379#$redis#" components/pubsub.yaml > "$RUN_DIR/pubsub.yaml"
+  stage "$RUN_DIR/pubsub.yaml" components/resiliency.yaml
   broker_note="Redis at $redis"
 fi
 
@@ -95,7 +100,7 @@ fi
 # scheduler does not answer is never ready); one already there (`dapr init`) is used as it is.
 listens() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
 if ! listens 127.0.0.1:50006; then
-  scheduler_dir="$PWD/$RUN_DIR/scheduler"
+  scheduler_dir="$RUN_DIR/scheduler"
   mkdir -p "$scheduler_dir"
   "$scheduler" --port 50006 --listen-address 127.0.0.1 \
     --healthz-port 58086 --healthz-listen-address 127.0.0.1 \
@@ -104,14 +109,19 @@ if ! listens 127.0.0.1:50006; then
     --etcd-initial-cluster dapr-scheduler-server-0=http://127.0.0.1:52380 \
     < /dev/null > "$scheduler_dir/scheduler.log" 2>&1 &
   scheduler_pid=$!
-  stop_at_exit+=("kill $scheduler_pid 2>/dev/null; wait $scheduler_pid 2>/dev/null")
+  # Its graceful shutdown has no time limit of its own: 10 s, then SIGKILL.
+  stop_at_exit+=("stop_process $scheduler_pid")
+  ready=
   for _ in $(seq 1 300); do
-    if [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:58086/healthz)" = 200 ]; then break; fi
-    if ! kill -0 "$scheduler_pid" 2>/dev/null; then
-      say "the Dapr scheduler exited; the end of $scheduler_dir/scheduler.log:"; tail -n 5 "$scheduler_dir/scheduler.log" >&2; exit 1
-    fi
+    if listens 127.0.0.1:50006; then ready=1; break; fi
+    if ! kill -0 "$scheduler_pid" 2>/dev/null; then break; fi
     sleep 0.1
   done
+  if [ -z "$ready" ]; then
+    say "the Dapr scheduler did not start listening on 127.0.0.1:50006; the end of $scheduler_dir/scheduler.log:"
+    tail -n 5 "$scheduler_dir/scheduler.log" >&2
+    exit 1
+  fi
 fi
 
 say "$broker_note; todo on http://127.0.0.1:8080, notification on :8081, analytics on :8082"

@@ -27,6 +27,15 @@ else
 fi
 if ! "$VENV/bin/python" -c 'import yaml' 2>/dev/null || [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/check-jsonschema" ]; then
   say "installing kubernetes-validate, check-jsonschema and PyYAML into $VENV"
+  if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+      say "installing Python's venv module (apt-get install python3-venv)"
+      apt-get update -qq >&2
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >&2
+    else
+      say "Python 3 with its venv module is needed: sudo apt-get install -y python3-venv"; exit 1
+    fi
+  fi
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate check-jsonschema pyyaml
 fi

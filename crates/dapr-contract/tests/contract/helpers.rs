@@ -194,7 +194,8 @@ impl RunningSidecar {
 
     /// SIGTERM, and waits until daprd has exited.
     pub async fn stop(mut self) {
-        self.daprd.stop().await;
+        let status = self.daprd.stop().await;
+        assert!(status.success(), "SIGTERM is a clean stop: {status:?}\n{}", self.daprd.log_tail(20));
     }
 }
 

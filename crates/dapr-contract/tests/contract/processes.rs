@@ -45,7 +45,8 @@ async fn a_message_in_flight_when_daprd_is_killed_is_delivered_after_restart() {
         (pending.count() == 0).then_some(())
     })
     .await;
-    second.stop().await;
+    let stopped = second.stop().await;
+    assert!(stopped.success(), "SIGTERM is a clean stop: {stopped:?}");
     let _: () = redis.del(&topic).await.unwrap();
 }
 

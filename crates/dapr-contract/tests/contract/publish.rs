@@ -86,7 +86,7 @@ async fn the_api_token_guards_everything_but_health() {
 }
 
 #[tokio::test]
-async fn outbound_health_comes_before_the_app_and_full_health_after() {
+async fn outbound_health_is_ready_before_the_app_while_full_health_waits_for_it() {
     let resources = TempDir::new();
     resources.write("pubsub.yaml", &redis_component(""));
     // An app port nothing listens on yet: the sidecar waits for it.

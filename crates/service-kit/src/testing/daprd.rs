@@ -92,7 +92,19 @@ pub struct Daprd {
 impl Daprd {
     /// Starts daprd and waits until `/v1.0/healthz` answers 204: components initialised, the app
     /// reachable and subscribed. Fails the test, with daprd's log, if it exits or stays unready.
+    ///
+    /// The ports are found free, then released for daprd to bind, so a test running alongside
+    /// may take one first: a daprd that exits because an address is in use is started again on
+    /// other free ports (a fixed `http_port` stays).
     pub async fn start(options: Options) -> Self {
+        for _attempt in 1..3 {
+            let mut daprd = Self::spawn(options.clone());
+            match daprd.healthy_or_exited().await {
+                Ok(()) => return daprd,
+                Err(log) if log.contains("address already in use") => continue,
+                Err(log) => panic!("daprd {} exited before it was healthy:\n{log}", options.app_id),
+            }
+        }
         let mut daprd = Self::spawn(options);
         daprd.wait_until_healthy().await;
         daprd
@@ -152,15 +164,24 @@ impl Daprd {
     }
 
     pub async fn wait_until_healthy(&mut self) {
+        if let Err(log) = self.healthy_or_exited().await {
+            panic!("daprd {} exited before it was healthy:\n{log}", self.app_id);
+        }
+    }
+
+    /// Polls `/v1.0/healthz` until 204; the end of the log if daprd exits first. Fails the test
+    /// if daprd neither gets healthy nor exits within the deadline.
+    async fn healthy_or_exited(&mut self) -> Result<(), String> {
         let http = reqwest::Client::new();
         let started = tokio::time::Instant::now();
         loop {
             let healthy = http.get(format!("{}/v1.0/healthz", self.url)).send().await;
             if healthy.is_ok_and(|r| r.status() == 204) {
-                return;
+                return Ok(());
             }
-            let exited = self.child.try_wait().expect("daprd's state");
-            assert!(exited.is_none(), "daprd {} exited before it was healthy:\n{}", self.app_id, self.log_tail(40));
+            if self.child.try_wait().expect("daprd's state").is_some() {
+                return Err(self.log_tail(40));
+            }
             assert!(
                 started.elapsed() < DEADLINE,
                 "daprd {} not healthy after {DEADLINE:?}:\n{}",
@@ -184,12 +205,10 @@ impl Daprd {
     }
 
     /// SIGTERM, as `dapr run` or Kubernetes stops it, and waits until it has exited.
-    pub async fn stop(&mut self) {
+    pub async fn stop(&mut self) -> std::process::ExitStatus {
         self.signal(libc::SIGTERM);
         match tokio::time::timeout(STOP_DEADLINE, self.child.wait()).await {
-            Ok(status) => {
-                status.expect("daprd's exit status");
-            }
+            Ok(status) => status.expect("daprd's exit status"),
             Err(_) => {
                 let _ = self.child.start_kill();
                 panic!("daprd {} did not stop within {STOP_DEADLINE:?} of SIGTERM:\n{}", self.app_id, self.log_tail(20))

@@ -1,6 +1,7 @@
 //! The repository's Dapr files say what the system relies on. That daprd loads them is shown by
 //! every other system test (each daprd starts from `components/` or `k8s/base/dapr/` and
-//! `dapr/config.yaml`, and exits on a file it cannot load); these check what they say: an
+//! `dapr/config.yaml`; daprd only warns about a file it cannot parse, but then the flows fail
+//! for want of the component or policy); these check what they say: an
 //! inbound retry before the dead-letter topic, the cluster's policy equal to the local one, the
 //! run file's apps and ports, and declarative subscriptions equal to the programmatic ones.
 

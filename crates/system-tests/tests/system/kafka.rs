@@ -105,8 +105,8 @@ async fn the_cluster_component_authenticates_with_scram_and_a_wrong_password_is_
 }
 
 /// Stopping with the broker gone: one consumer's daprd gets SIGTERM and must exit although its
-/// Kafka client cannot leave the group or commit (`Daprd::stop` allows 15 s), then the rest is
-/// dropped with its runtime, as a test's end or a crash does, and must not hang either.
+/// Kafka client cannot leave the group or commit (`Daprd::stop` allows 15 s), and its app must
+/// stop after it. The rest is dropped with the runtime (its daprd processes are killed).
 #[test]
 fn consumers_and_their_sidecars_stop_promptly_when_the_broker_is_gone() {
     let (done, finished) = std::sync::mpsc::channel();
