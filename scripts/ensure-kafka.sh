@@ -230,9 +230,15 @@ format_storage() {
   echo "$credentials" > "$1/formatted"
 }
 
-# A random cluster id in Kafka's form (a UUID, base64url without padding).
+# A random cluster id in Kafka's form (a UUID, base64url without padding). One that starts
+# with "-" would be read as an option by the storage tool, so, as Kafka's own Uuid.randomUuid
+# does, draw again.
 cluster_id() {
-  head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'
+  local id
+  while :; do
+    id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    case "$id" in -*) ;; *) echo "$id"; return ;; esac
+  done
 }
 
 # Starts the broker of $1 on client port $2, detached; extra JVM flags follow. Returns once it
