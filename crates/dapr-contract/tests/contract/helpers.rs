@@ -192,10 +192,9 @@ impl RunningSidecar {
             .unwrap()
     }
 
-    /// SIGTERM, and waits until daprd has exited.
+    /// SIGTERM, and waits until daprd has exited (`processes.rs` checks the exit status).
     pub async fn stop(mut self) {
-        let status = self.daprd.stop().await;
-        assert!(status.success(), "SIGTERM is a clean stop: {status:?}\n{}", self.daprd.log_tail(20));
+        self.daprd.stop().await;
     }
 }
 

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use super::{DEADLINE, TempDir};
 
-/// How long a stopping daprd may take: its own graceful shutdown (set to 1 s below) plus the
-/// components' close.
+/// How long a stopping daprd may take: its graceful shutdown (set to 1 s below) plus the
+/// components' close. With Kafka, closing the consumer group regularly outlasts the grace, 1 s
+/// or daprd's default 5 s alike: daprd then exits 1 ("Graceful shutdown timeout exceeded").
 pub const STOP_DEADLINE: Duration = Duration::from_secs(15);
 
 /// The daprd binary, found or built once per test process.
@@ -41,7 +42,17 @@ pub fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the repository")
 }
 
+/// A loopback port nothing listens on, below Linux's ephemeral range (32768–60999): a port the
+/// kernel hands out for port 0 is also what it gives outgoing connections, and a daprd binds
+/// its ports only after its components are up (seconds, with Kafka), long enough for a
+/// connection of another test to take one.
 pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let candidate = 20_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+            return candidate;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -101,7 +112,7 @@ impl Daprd {
             let mut daprd = Self::spawn(options.clone());
             match daprd.healthy_or_exited().await {
                 Ok(()) => return daprd,
-                Err(log) if log.contains("address already in use") => continue,
+                Err(log) if log.contains("address already in use") || log.contains("could not listen") => continue,
                 Err(log) => panic!("daprd {} exited before it was healthy:\n{log}", options.app_id),
             }
         }
@@ -125,7 +136,7 @@ impl Daprd {
             .args(["--metrics-port", &metrics_port.to_string()])
             .args(["--dapr-listen-addresses", "127.0.0.1", "--metrics-listen-address", "127.0.0.1"])
             .args(["--app-channel-address", "127.0.0.1"])
-            // Tests stop sidecars often; daprd's default waits 5 s for in-flight work.
+            // Tests stop sidecars often; a longer grace only makes a Kafka daprd's stop slower.
             .args(["--dapr-graceful-shutdown-seconds", "1"])
             .args(["--log-level", "info"]);
         if let Some(port) = options.app_port {
