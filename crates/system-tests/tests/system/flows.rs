@@ -68,7 +68,7 @@ async fn a_republished_event_with_the_same_id_has_no_second_effect(backend: DbBa
         history["events"].as_array().unwrap().iter().find(|e| e["event"]["type"] == "todos.task.completed").unwrap();
     let again = system
         .http
-        .post(format!("{}/v1.0/publish/pubsub/todos.task.completed", system.todo.sidecar_url))
+        .post(format!("{}/v1.0/publish/pubsub/todos.task.completed", system.todo.sidecar.url))
         .header("content-type", "application/cloudevents+json")
         .body(completed["event"].to_string())
         .send()

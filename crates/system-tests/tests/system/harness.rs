@@ -71,7 +71,6 @@ impl Kind {
 /// One service, in-process, with its daprd.
 pub struct Service {
     pub url: String,
-    pub sidecar_url: String,
     pub sidecar: Daprd,
     app: (CancellationToken, Option<JoinHandle<()>>),
 }
@@ -129,12 +128,7 @@ impl Service {
             ..daprd::Options::new(kind.app_id(), Some(addr.port()), resources)
         })
         .await;
-        Self {
-            url: format!("http://{addr}"),
-            sidecar_url: sidecar.url.clone(),
-            sidecar,
-            app: (app_shutdown, Some(app_task)),
-        }
+        Self { url: format!("http://{addr}"), sidecar, app: (app_shutdown, Some(app_task)) }
     }
 
     /// Stops daprd (SIGTERM: it stops reading and finishes deliveries in flight), then the app.
