@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::cloudevent::timestamp;
+use crate::timestamp;
 
 /// Major version of every payload schema below. Consumers drop events whose `dataschema` names a
 /// major version they do not understand; additive changes keep the major version.

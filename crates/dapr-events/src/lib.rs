@@ -1,11 +1,13 @@
-//! Everything the dapr-todo services share about Dapr pub/sub and their events.
+//! The wire format of the dapr-todo events and the Dapr HTTP client that publishes them.
 //!
 //! The services talk to each other only through the Dapr sidecar's HTTP API, so this crate is
-//! the one place that knows the wire format: the CloudEvents 1.0 envelope ([`cloudevent`]), the
-//! event catalog with its payloads and topics ([`catalog`]), the publish client with its health
-//! wait ([`publish`]), the subscriber side: subscriptions, SUCCESS/RETRY/DROP answers, the app
-//! token, reading deliveries ([`subscriber`]), and the retry schedule used for anything that
-//! talks to the sidecar ([`backoff`]).
+//! the one place that knows what goes over it: the CloudEvents 1.0 envelope ([`cloudevent`])
+//! and its timestamps ([`timestamp`]), the event catalog with its payloads and topics
+//! ([`catalog`]), W3C trace context ([`trace`]), the publish client with its health wait
+//! ([`publish`]) and the retry schedule for anything that talks to the sidecar ([`backoff`]);
+//! for subscribers, the shapes of subscriptions and delivery answers ([`subscription`]) and the
+//! reading of a delivered event ([`delivery`]). It has no web framework in it: serving those
+//! routes is `crates/dapr-consumer`'s job.
 //!
 //! We do not use the `dapr` crate: its client is gRPC-only and its subscriber macro always
 //! acknowledges, which contradicts the HTTP API and the SUCCESS/RETRY/DROP contract.
@@ -13,8 +15,10 @@
 pub mod backoff;
 pub mod catalog;
 pub mod cloudevent;
+pub mod delivery;
 pub mod publish;
-pub mod subscriber;
+pub mod subscription;
+pub mod timestamp;
 pub mod trace;
 
 pub use backoff::Backoff;

@@ -2,12 +2,18 @@
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 
 use crate::db::Database;
 use crate::problem::Problem;
+
+/// `GET /healthz` and `GET /readyz` on `db`.
+pub fn routes<S: Clone + Send + Sync + 'static>(db: Database) -> Router<S> {
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(move || async move { readiness(&db).await }))
+}
 
 /// `GET /healthz`: the process serves HTTP.
 pub async fn healthz() -> Response {

@@ -1,12 +1,14 @@
-//! What every dapr-todo service needs besides Dapr (that lives in `dapr-events`): the database
-//! ([`db`]: SQLite or PostgreSQL by URL, embedded migrations), RFC 9457 problem responses
-//! ([`problem`]), configuration from the environment ([`env`]), logging and graceful shutdown
+//! What every dapr-todo service needs besides Dapr (that is `dapr-events`, and for consumers
+//! `dapr-consumer`): the database ([`db`]: SQLite or PostgreSQL by URL, embedded migrations,
+//! the per-backend SQL in [`db::dialect`]), RFC 9457 problem responses ([`problem`]), keyset
+//! pagination ([`pagination`]), configuration from the environment ([`env`]), health and
+//! readiness ([`health`]), logging, request spans, serving and graceful shutdown
 //! ([`telemetry`]).
 
-pub mod consumer;
 pub mod db;
 pub mod env;
 pub mod health;
+pub mod pagination;
 pub mod problem;
 pub mod telemetry;
 #[cfg(feature = "testing")]

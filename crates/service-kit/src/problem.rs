@@ -96,6 +96,43 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathText {
     }
 }
 
+impl Problem {
+    /// The answer to a request whose database work failed: 503 when the database is
+    /// unavailable or overloaded (the client may retry), 500 for anything else (a bug of ours,
+    /// logged as an error).
+    pub fn database_failure(error: &sqlx::Error) -> Self {
+        if crate::db::is_unavailable(error) {
+            tracing::warn!(%error, "database unavailable");
+            return Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+                .detail("The database is unavailable; retry later.");
+        }
+        tracing::error!(%error, "database statement failed");
+        Self::internal()
+    }
+
+    /// 500 with no detail: what went wrong is in our log, not in the answer.
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal").detail("Internal error.")
+    }
+
+    /// 400 naming one offending field.
+    pub fn bad_request(error: FieldError) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request").detail(error.detail.clone()).errors(vec![error])
+    }
+}
+
+impl From<FieldError> for Problem {
+    fn from(error: FieldError) -> Self {
+        Self::bad_request(error)
+    }
+}
+
+impl From<sqlx::Error> for Problem {
+    fn from(error: sqlx::Error) -> Self {
+        Self::database_failure(&error)
+    }
+}
+
 /// Router fallback: unknown paths answer a problem, not an empty 404.
 pub async fn not_found() -> Problem {
     Problem::new(StatusCode::NOT_FOUND, "not-found").detail("No such resource.")

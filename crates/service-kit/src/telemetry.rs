@@ -1,5 +1,9 @@
-//! Structured logging through `tracing`, and the signals that stop a service.
+//! Structured logging through `tracing`, a span per HTTP request, and the signals that stop a
+//! service.
 
+use axum::Router;
+use axum::extract::Request;
+use tower_http::trace::TraceLayer;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber, filtered by `RUST_LOG` (default `info,sqlx=warn`); JSON lines
@@ -32,4 +36,27 @@ pub async fn shutdown_signal() {
         _ = terminate => {}
     }
     tracing::info!("shutdown requested");
+}
+
+/// Wraps every route of `router` in a `request` span (method, path, and a `correlation_id`
+/// field a service records once it knows it), with tower-http's request and response events.
+pub fn with_request_spans(router: Router) -> Router {
+    router.layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+        tracing::info_span!(
+            "request",
+            method = %request.method(),
+            path = %request.uri().path(),
+            correlation_id = tracing::field::Empty,
+        )
+    }))
+}
+
+/// Serves `router` on `listener` until `shutdown`; then stops accepting and lets in-flight
+/// requests finish (a delivery in flight gets its answer to daprd).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }

@@ -108,56 +108,6 @@ impl Drop for TestDb {
     }
 }
 
-/// A todo event as the todo service publishes it (and daprd delivers it): `version` of todo
-/// `todo_id`, changed at minute `minute` past 10:00 on 2026-11-23 (created at 10:00); completed
-/// for `todos.task.completed`, open otherwise, with `deletedAt` on `todos.task.deleted`.
-pub fn todo_event(
-    event_type: &str,
-    todo_id: Uuid,
-    user: &str,
-    title: &str,
-    version: i64,
-    minute: u32,
-) -> serde_json::Value {
-    let at = format!("2026-11-23T10:{minute:02}:00.000000Z");
-    let completed = event_type == "todos.task.completed";
-    let mut event = serde_json::json!({
-        "specversion": "1.0", "id": Uuid::now_v7().to_string(), "source": "todo", "type": event_type,
-        "subject": todo_id.to_string(), "time": at, "datacontenttype": "application/json",
-        "dataschema": format!("https://dapr-todo.example/schemas/events/{event_type}/v1.json"),
-        "correlationid": "corr-1", "traceparent": "", "traceid": "", "tracestate": "",
-        "topic": event_type, "pubsubname": "pubsub",
-        "data": {"todoId": todo_id, "userId": user, "title": title, "description": null, "dueAt": null,
-                 "status": if completed { "completed" } else { "open" }, "version": version,
-                 "createdAt": "2026-11-23T10:00:00.000000Z", "updatedAt": at,
-                 "completedAt": if completed { serde_json::Value::String(at.clone()) } else { serde_json::Value::Null }}
-    });
-    if event_type == "todos.task.deleted" {
-        event["data"]["deletedAt"] = serde_json::Value::String(at);
-    }
-    event
-}
-
-/// POSTs a delivery to `{base}/events/{topic}` the way daprd does; returns the HTTP status and
-/// the answer's `status` (SUCCESS, RETRY, DROP).
-pub async fn deliver(
-    http: &reqwest::Client,
-    base: &str,
-    topic: &str,
-    body: String,
-    token: Option<&str>,
-) -> (u16, Option<String>) {
-    let mut request =
-        http.post(format!("{base}/events/{topic}")).header("content-type", "application/cloudevents+json").body(body);
-    if let Some(token) = token {
-        request = request.header("dapr-api-token", token);
-    }
-    let response = request.send().await.expect("the app answers");
-    let status = response.status().as_u16();
-    let answer: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
-    (status, answer["status"].as_str().map(str::to_owned))
-}
-
 pub struct TempDir {
     pub path: PathBuf,
 }

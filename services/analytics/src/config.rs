@@ -1,9 +1,7 @@
-//! Configuration from environment variables; every one has a default (README, "Configuration").
+//! Configuration from environment variables; every one has a default (docs/configuration.md).
 
-use service_kit::consumer::ConsumerSettings;
-use service_kit::env::Env;
-
-use crate::error::Result;
+use dapr_consumer::ConsumerSettings;
+use service_kit::env::{ConfigError, Env};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -12,11 +10,11 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn from_env() -> Result<Self> {
+    pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Ok(Self { consumer: ConsumerSettings::read(&Env::new(lookup), "analytics", 8082)? })
     }
 }

@@ -4,12 +4,6 @@
 //! dropped and rebuilt from the log with identical results.
 
 pub mod config;
-pub mod error;
-pub mod events;
 pub mod projection;
 pub mod queries;
 pub mod startup;
-
-pub use config::Settings;
-pub use error::{Error, Result};
-pub use startup::Application;

@@ -1,13 +1,12 @@
-use analytics::{Application, Settings};
 use anyhow::Context;
 use service_kit::telemetry;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = Settings::from_env().context("reading configuration from the environment")?;
+    let settings = analytics::config::Settings::from_env().context("reading configuration from the environment")?;
     telemetry::init(settings.consumer.log_json);
-    let app = Application::build(settings).await.context("starting the analytics service")?;
+    let app = analytics::startup::build(settings).await.context("starting the analytics service")?;
     let shutdown = CancellationToken::new();
     tokio::spawn({
         let shutdown = shutdown.clone();

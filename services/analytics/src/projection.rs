@@ -15,10 +15,10 @@
 //! the log (in any order) rebuilds the same projection.
 
 use chrono::Utc;
-use dapr_events::TodoEventData;
-use dapr_events::cloudevent::timestamp;
-use dapr_events::subscriber::{TodoEvent, read_todo_event};
-use service_kit::consumer::mark_processed;
+use dapr_consumer::processed::mark_processed;
+use dapr_consumer::{EventHandler, Refusal};
+use dapr_events::delivery::{TodoEvent, read_todo_event};
+use dapr_events::{TodoEventData, TodoEventType, timestamp};
 use service_kit::db::Database;
 use sqlx::AnyConnection;
 
@@ -27,6 +27,23 @@ pub const CONSUMER: &str = "analytics";
 
 /// Log pages read per round when rebuilding.
 const REBUILD_PAGE: i64 = 1_000;
+
+/// The projection as daprd's deliveries reach it: every todo topic.
+#[derive(Clone)]
+pub struct Projection {
+    pub db: Database,
+}
+
+impl EventHandler for Projection {
+    const TOPICS: &'static [TodoEventType] = &TodoEventType::ALL;
+
+    /// A database failure answers RETRY: the event was valid, the database was not there.
+    async fn handle(&self, event: &TodoEvent) -> Result<(), Refusal> {
+        let fresh = consume(&self.db, event).await.map_err(|e| Refusal::database(&e))?;
+        tracing::debug!(event_id = %event.id, event_type = %event.event_type, duplicate = !fresh, "consumed");
+        Ok(())
+    }
+}
 
 /// Consumes one event; `false` when it had been consumed before (nothing changes).
 pub async fn consume(db: &Database, event: &TodoEvent) -> Result<bool, sqlx::Error> {

@@ -14,29 +14,34 @@ use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use chrono::NaiveDate;
 use dapr_events::catalog::validate_user_id;
-use dapr_events::cloudevent::timestamp;
+use dapr_events::timestamp;
 use serde::Serialize;
 use serde_json::{Value, json};
 use service_kit::db::Database;
-use service_kit::problem::PathText;
+use service_kit::problem::{FieldError, PathText, Problem};
 
-use crate::error::{Error, Result};
 use crate::projection;
-use crate::startup::AppState;
+
+type Result<T, E = Problem> = std::result::Result<T, E>;
+
+fn bad_request(field: impl Into<String>, detail: impl Into<String>) -> Problem {
+    Problem::bad_request(FieldError::new(field, detail))
+}
 
 /// The longest range `GET /analytics/daily` answers.
 const MAX_DAYS: i64 = 366;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes(db: Database) -> Router {
     Router::new()
         .route("/analytics/users/{userId}", get(user))
         .route("/analytics/summary", get(summary))
         .route("/analytics/daily", get(daily))
+        .with_state(db)
 }
 
 /// The admin routes; the caller puts them behind the admin token.
-pub fn admin_routes() -> Router<AppState> {
-    Router::new().route("/admin/projections/rebuild", post(rebuild))
+pub fn admin_routes(db: Database) -> Router {
+    Router::new().route("/admin/projections/rebuild", post(rebuild)).with_state(db)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -97,45 +102,45 @@ async fn figures(db: &Database, user_id: Option<&str>) -> Result<Figures> {
 }
 
 /// `GET /analytics/users/{userId}`: a user nobody has seen yet has all-zero figures.
-async fn user(State(state): State<AppState>, PathText(user_id): PathText) -> Result<Json<Value>> {
-    validate_user_id(&user_id).map_err(|detail| Error::bad_request("userId", detail))?;
-    let figures = figures(&state.db, Some(&user_id)).await?;
+async fn user(State(db): State<Database>, PathText(user_id): PathText) -> Result<Json<Value>> {
+    validate_user_id(&user_id).map_err(|detail| bad_request("userId", detail))?;
+    let figures = figures(&db, Some(&user_id)).await?;
     let mut body = serde_json::to_value(figures).expect("figures serialise");
     body["userId"] = Value::String(user_id);
     Ok(Json(body))
 }
 
 /// `GET /analytics/summary`: everyone's figures, and how many users have todos.
-async fn summary(State(state): State<AppState>) -> Result<Json<Value>> {
-    let figures = figures(&state.db, None).await?;
+async fn summary(State(db): State<Database>) -> Result<Json<Value>> {
+    let figures = figures(&db, None).await?;
     let users: i64 =
-        sqlx::query_scalar("SELECT COUNT(DISTINCT user_id) FROM todo_states").fetch_one(&state.db.reader).await?;
+        sqlx::query_scalar("SELECT COUNT(DISTINCT user_id) FROM todo_states").fetch_one(&db.reader).await?;
     let mut body = serde_json::to_value(figures).expect("figures serialise");
     body["users"] = json!(users);
     Ok(Json(body))
 }
 
 fn date_param(query: &HashMap<String, String>, name: &str) -> Result<NaiveDate> {
-    let text = query.get(name).ok_or_else(|| Error::bad_request(name, "is required (YYYY-MM-DD)"))?;
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| Error::bad_request(name, "must be a date (YYYY-MM-DD)"))
+    let text = query.get(name).ok_or_else(|| bad_request(name, "is required (YYYY-MM-DD)"))?;
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| bad_request(name, "must be a date (YYYY-MM-DD)"))
 }
 
 /// `GET /analytics/daily?from=YYYY-MM-DD&to=YYYY-MM-DD[&userId=]`: every day of the range
 /// (inclusive, at most 366 days), zeros included.
-async fn daily(State(state): State<AppState>, Query(query): Query<HashMap<String, String>>) -> Result<Json<Value>> {
+async fn daily(State(db): State<Database>, Query(query): Query<HashMap<String, String>>) -> Result<Json<Value>> {
     if let Some(unknown) = query.keys().find(|k| !matches!(k.as_str(), "from" | "to" | "userId")) {
-        return Err(Error::bad_request(unknown.clone(), "unknown query parameter (from, to, userId)"));
+        return Err(bad_request(unknown.clone(), "unknown query parameter (from, to, userId)"));
     }
     let (from, to) = (date_param(&query, "from")?, date_param(&query, "to")?);
     if to < from {
-        return Err(Error::bad_request("to", "must not be before from"));
+        return Err(bad_request("to", "must not be before from"));
     }
     if (to - from).num_days() >= MAX_DAYS {
-        return Err(Error::bad_request("to", format!("the range may span at most {MAX_DAYS} days")));
+        return Err(bad_request("to", format!("the range may span at most {MAX_DAYS} days")));
     }
     let user_id = query.get("userId");
     if let Some(user_id) = user_id {
-        validate_user_id(user_id).map_err(|detail| Error::bad_request("userId", detail))?;
+        validate_user_id(user_id).map_err(|detail| bad_request("userId", detail))?;
     }
     let (start, end) =
         (from.format("%Y-%m-%d").to_string(), (to + chrono::Days::new(1)).format("%Y-%m-%d").to_string());
@@ -150,7 +155,7 @@ async fn daily(State(state): State<AppState>, Query(query): Query<HashMap<String
         .bind(&start)
         .bind(&end)
         .bind(user_id)
-        .fetch_all(&state.db.reader)
+        .fetch_all(&db.reader)
         .await?;
         for (day, count) in counts {
             if let Some(entry) = days.get_mut(&day) {
@@ -166,7 +171,7 @@ async fn daily(State(state): State<AppState>, Query(query): Query<HashMap<String
 }
 
 /// `POST /admin/projections/rebuild`: drops the projection and replays the event log.
-async fn rebuild(State(state): State<AppState>) -> Result<Json<Value>> {
-    let replayed = projection::rebuild(&state.db).await?;
+async fn rebuild(State(db): State<Database>) -> Result<Json<Value>> {
+    let replayed = projection::rebuild(&db).await?;
     Ok(Json(json!({"replayedEvents": replayed})))
 }

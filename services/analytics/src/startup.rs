@@ -1,74 +1,20 @@
-//! Building and running the analytics service: its database, the routes the sidecar calls
-//! (behind the app token), the analytics API, the admin API (dead letters, rebuild), graceful
-//! shutdown.
+//! Building the analytics service: the consumer framework (`crates/dapr-consumer`) with the
+//! projection as its event handler, the analytics API, and the rebuild among its admin routes.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use axum::Router;
-use dapr_events::subscriber::AppToken;
-use service_kit::consumer::{self, ConsumerRoutes, DeadLetterAdmin};
-use service_kit::db::{Database, Migrations};
-use sqlx::migrate::Migrator;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use dapr_consumer::{Consumer, ConsumerApp, StartError};
+use service_kit::db::Migrations;
 
 use crate::config::Settings;
-use crate::error::Result;
-use crate::{events, queries};
+use crate::projection::Projection;
+use crate::queries;
 
-static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
-/// The shared consumer bookkeeping (version 1), then this service's tables.
-pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &[&service_kit::consumer::SQLITE_MIGRATIONS, &SQLITE],
-    postgres: &[&service_kit::consumer::POSTGRES_MIGRATIONS, &POSTGRES],
-};
+/// The consumer bookkeeping (version 1), then this service's tables.
+pub const MIGRATIONS: Migrations = dapr_consumer::consumer_migrations!();
 
-#[derive(Clone)]
-pub struct AppState {
-    pub db: Database,
-    pub app_id: Arc<str>,
-    pub pubsub_name: Arc<str>,
-    pub admin: DeadLetterAdmin,
-}
-
-pub struct Application {
-    listener: TcpListener,
-    state: AppState,
-    app_token: AppToken,
-}
-
-impl Application {
-    /// Connects to the database (running migrations) and binds the port.
-    pub async fn build(settings: Settings) -> Result<Self> {
-        let consumer = &settings.consumer;
-        let db = Database::connect(&consumer.database_url, consumer.db_max_connections, MIGRATIONS).await?;
-        let listener = TcpListener::bind(SocketAddr::new(consumer.host, consumer.port)).await?;
-        let state = AppState {
-            admin: DeadLetterAdmin::new(consumer, db.clone())?,
-            db,
-            app_id: consumer.app_id.as_str().into(),
-            pubsub_name: consumer.pubsub_name.as_str().into(),
-        };
-        Ok(Self { listener, state, app_token: consumer.app_token() })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
-    }
-
-    /// Serves until `shutdown`; then stops accepting, finishes in-flight requests (deliveries
-    /// included: daprd gets its answer) and closes the database.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
-        let db = self.state.db.clone();
-        let router = router(self.state, self.app_token);
-        Ok(consumer::serve("analytics", self.listener, router, &db, shutdown).await?)
-    }
-}
-
-pub fn router(state: AppState, app_token: AppToken) -> Router {
-    let routes = ConsumerRoutes { sidecar: events::routes(), api: queries::routes(), admin: queries::admin_routes() };
-    let (admin, db) = (state.admin.clone(), state.db.clone());
-    consumer::router(routes, state, &admin, app_token, db)
+/// Connects to the database (running migrations) and binds the port; nothing is served until
+/// [`ConsumerApp::run_until_stopped`].
+pub async fn build(settings: Settings) -> Result<ConsumerApp, StartError> {
+    let consumer = Consumer::start(&settings.consumer, MIGRATIONS).await?;
+    let db = consumer.db().clone();
+    Ok(consumer.into_app(Projection { db: db.clone() }, queries::routes(db.clone()), queries::admin_routes(db)))
 }

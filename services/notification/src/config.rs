@@ -1,11 +1,9 @@
-//! Configuration from environment variables; every one has a default (README, "Configuration").
+//! Configuration from environment variables; every one has a default (docs/configuration.md).
 
 use std::time::Duration;
 
-use service_kit::consumer::ConsumerSettings;
-use service_kit::env::Env;
-
-use crate::error::{Error, Result};
+use dapr_consumer::ConsumerSettings;
+use service_kit::env::{ConfigError, Env};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -23,16 +21,16 @@ pub struct WebhookSettings {
 }
 
 impl Settings {
-    pub fn from_env() -> Result<Self> {
+    pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env::new(lookup);
         let webhook = match env.get("NOTIFY_WEBHOOK_URL") {
             None => None,
             Some(url) => Some(WebhookSettings {
-                url: url.parse().map_err(|e| Error::Config {
+                url: url.parse().map_err(|e| ConfigError {
                     var: "NOTIFY_WEBHOOK_URL",
                     detail: format!("{url:?} is not a URL: {e}"),
                 })?,

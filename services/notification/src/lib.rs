@@ -3,13 +3,9 @@
 //! notification per event exactly once, optionally calls a webhook once per notification, and
 //! keeps what it cannot process in a dead-letter store operators can replay from.
 
+pub mod api;
 pub mod config;
-pub mod error;
-pub mod events;
 pub mod notifications;
+pub mod notifier;
 pub mod startup;
 pub mod webhook;
-
-pub use config::Settings;
-pub use error::{Error, Result};
-pub use startup::Application;

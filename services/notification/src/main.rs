@@ -1,13 +1,12 @@
 use anyhow::Context;
-use notification::{Application, Settings};
 use service_kit::telemetry;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = Settings::from_env().context("reading configuration from the environment")?;
+    let settings = notification::config::Settings::from_env().context("reading configuration from the environment")?;
     telemetry::init(settings.consumer.log_json);
-    let app = Application::build(settings).await.context("starting the notification service")?;
+    let app = notification::startup::build(settings).await.context("starting the notification service")?;
     let shutdown = CancellationToken::new();
     tokio::spawn({
         let shutdown = shutdown.clone();

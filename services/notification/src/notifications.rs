@@ -1,27 +1,17 @@
-//! In-app notifications: written once per todo event worth telling, listed per user, marked
-//! read.
+//! In-app notifications: what a todo event says to its user, written once per event, and the
+//! queries of the notifications API.
 
-use std::collections::HashMap;
-
-use axum::Json;
-use axum::Router;
-use axum::extract::{Query, State};
-use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
+use dapr_consumer::processed::mark_processed;
 use dapr_events::TodoEventType;
-use dapr_events::catalog::validate_user_id;
-use dapr_events::cloudevent::timestamp;
-use dapr_events::subscriber::TodoEvent;
+use dapr_events::delivery::TodoEvent;
+use dapr_events::timestamp;
 use serde::Serialize;
-use service_kit::consumer::mark_processed;
 use service_kit::db::{Database, column};
-use service_kit::problem::PathText;
+use service_kit::pagination::PageRequest;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use uuid::Uuid;
-
-use crate::error::{Error, Result};
-use crate::startup::AppState;
 
 /// The effect name under which in-app notifications are recorded as processed.
 pub const IN_APP: &str = "notification.inapp";
@@ -117,65 +107,38 @@ pub async fn record(db: &Database, event: &TodoEvent, kind: &str, message: &str)
     Ok(notification)
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/notifications", get(list)).route("/notifications/{id}/read", post(mark_read))
-}
-
-/// `GET /notifications?userId=&unread=true|false&limit=1..100&cursor=`: newest first.
-async fn list(
-    State(state): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<serde_json::Value>> {
-    if let Some(unknown) = query.keys().find(|k| !matches!(k.as_str(), "userId" | "unread" | "limit" | "cursor")) {
-        return Err(Error::bad_request(unknown.clone(), "unknown query parameter (userId, unread, limit, cursor)"));
-    }
-    let user_id = query.get("userId").ok_or_else(|| Error::bad_request("userId", "is required"))?;
-    validate_user_id(user_id).map_err(|detail| Error::bad_request("userId", detail))?;
-    let unread_only = match query.get("unread").map(String::as_str) {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(_) => return Err(Error::bad_request("unread", "must be true or false")),
-    };
-    let limit = match query.get("limit").map(|l| l.parse::<i64>()) {
-        None => 20,
-        Some(Ok(n)) if (1..=100).contains(&n) => n,
-        Some(_) => return Err(Error::bad_request("limit", "must be a whole number from 1 to 100")),
-    };
-    let before = match query.get("cursor").map(|c| Uuid::parse_str(c)) {
-        None => None,
-        Some(Ok(id)) => Some(id.to_string()),
-        Some(Err(_)) => return Err(Error::bad_request("cursor", "not a cursor from a previous page")),
-    };
+/// A user's notifications, newest change first: one page (plus the row that tells whether
+/// there is a next one).
+pub async fn list(
+    db: &Database,
+    user_id: &str,
+    unread_only: bool,
+    page: &PageRequest,
+) -> Result<Vec<Notification>, sqlx::Error> {
     let unread_clause = if unread_only { "AND read_at IS NULL" } else { "" };
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 {unread_clause} AND ($2 IS NULL OR id < $2) \
          ORDER BY id DESC LIMIT $3"
     ))
     .bind(user_id)
-    .bind(before)
-    .bind(limit + 1)
-    .fetch_all(&state.db.reader)
+    .bind(page.after.map(|id| id.to_string()))
+    .bind(page.fetch_limit())
+    .fetch_all(&db.reader)
     .await?;
-    let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-    let next_cursor = (items.len() as i64 > limit).then(|| items[limit as usize - 1].id.to_string());
-    items.truncate(limit as usize);
-    Ok(Json(serde_json::json!({"items": items, "nextCursor": next_cursor})))
+    rows.iter().map(from_row).collect()
 }
 
-/// `POST /notifications/{id}/read`: idempotent; the first read time is kept.
-async fn mark_read(State(state): State<AppState>, PathText(raw): PathText) -> Result<Json<Notification>> {
-    let id = Uuid::parse_str(&raw).map_err(|_| Error::bad_request("id", "not a UUID"))?;
+/// Marks a notification read (the first read time is kept); `None` when there is no such
+/// notification.
+pub async fn mark_read(db: &Database, id: Uuid) -> Result<Option<Notification>, sqlx::Error> {
     sqlx::query("UPDATE notifications SET read_at = $1 WHERE id = $2 AND read_at IS NULL")
         .bind(timestamp::format(&Utc::now()))
         .bind(id.to_string())
-        .execute(&state.db.writer)
+        .execute(&db.writer)
         .await?;
     let row = sqlx::query(&format!("SELECT {COLUMNS} FROM notifications WHERE id = $1"))
         .bind(id.to_string())
-        .fetch_optional(&state.db.writer)
+        .fetch_optional(&db.writer)
         .await?;
-    match row {
-        Some(row) => Ok(Json(from_row(&row)?)),
-        None => Err(Error::NotFound(raw)),
-    }
+    row.as_ref().map(from_row).transpose()
 }

@@ -7,7 +7,7 @@
 //! non-2xx means the receiver will never take it (DROP, to the dead-letter topic, replayable
 //! once the receiver is fixed).
 
-use service_kit::consumer::{mark_processed, was_processed};
+use dapr_consumer::processed::{mark_processed, was_processed};
 use service_kit::db::Database;
 
 use crate::config::WebhookSettings;

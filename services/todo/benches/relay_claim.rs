@@ -21,8 +21,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use dapr_events::TodoEventType;
 use reqwest::Url;
+use service_kit::db::{Backend, Database};
 use sqlx::{Connection, Row};
-use todo::db::{Backend, Database};
 
 const CLAIM_LIMIT: i64 = 100;
 const ROUNDS: usize = 10;
@@ -94,7 +94,8 @@ async fn bench_backend(scratch: &mut Scratch, config: &Config, results: &mut Vec
     let backend = scratch.name();
     println!("\n== {backend} ==");
 
-    let full = todo::db::connect(&scratch.fresh_database("full").await?, 10).await.context("connecting")?;
+    let full =
+        todo::startup::connect_database(&scratch.fresh_database("full").await?, 10).await.context("connecting")?;
     insert_published(&full, config.published_rows).await?;
     analyze(&full).await?;
     insert_pending(&full, config.pending_rows).await?;
@@ -106,7 +107,8 @@ async fn bench_backend(scratch: &mut Scratch, config: &Config, results: &mut Vec
     results.push(run_scenario(&full, backend, config.published_rows, "with the pending rows").await?);
     full.close().await;
 
-    let empty = todo::db::connect(&scratch.fresh_database("empty").await?, 10).await.context("connecting")?;
+    let empty =
+        todo::startup::connect_database(&scratch.fresh_database("empty").await?, 10).await.context("connecting")?;
     analyze(&empty).await?;
     insert_pending(&empty, config.pending_rows).await?;
     results.push(run_scenario(&empty, backend, 0, "before the pending rows").await?);
@@ -121,7 +123,7 @@ async fn run_scenario(
     published: usize,
     statistics: &'static str,
 ) -> anyhow::Result<Scenario> {
-    let pending = todo::outbox::pending_count(&db.reader).await?;
+    let pending = todo::outbox::queue::pending_count(&db.reader).await?;
     println!("\n-- {backend}: {published} published rows, {pending} pending, statistics taken {statistics}");
     print_plans(db).await?;
     let claims = time_claims(db).await?;
@@ -302,14 +304,15 @@ async fn time_claims(db: &Database) -> anyhow::Result<Claims> {
     for round in 1..=ROUNDS {
         let now = epoch_millis();
         let started = Instant::now();
-        let batch = todo::outbox::claim(db, "bench", now, now + LEASE_MS, CLAIM_LIMIT).await.context("claiming")?;
+        let batch =
+            todo::outbox::queue::claim(db, "bench", now, now + LEASE_MS, CLAIM_LIMIT).await.context("claiming")?;
         claims.claim.push(started.elapsed());
         if batch.len() as i64 != CLAIM_LIMIT {
             println!("warning: round {round} claimed {} events, expected {CLAIM_LIMIT}", batch.len());
         }
         let started = Instant::now();
         let ids: Vec<uuid::Uuid> = batch.iter().map(|event| event.event_id).collect();
-        todo::outbox::mark_published(db, &ids, chrono::Utc::now()).await.context("marking published")?;
+        todo::outbox::queue::mark_published(db, &ids, chrono::Utc::now()).await.context("marking published")?;
         claims.mark.push(started.elapsed());
     }
     Ok(claims)
@@ -322,7 +325,7 @@ async fn time_claims(db: &Database) -> anyhow::Result<Claims> {
 /// The relay's own claim statement (`outbox::claim_sql`) with literals for its parameters, so
 /// EXPLAIN needs no binds. EXPLAIN does not run it.
 fn claim_statement(backend: Backend, now_ms: i64) -> String {
-    todo::outbox::claim_sql(backend)
+    todo::outbox::queue::claim_sql(backend)
         .replace("$1", &now_ms.to_string())
         .replace("$2", &CLAIM_LIMIT.to_string())
         .replace("$3", "'bench'")

@@ -30,8 +30,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use reqwest::Url;
+use service_kit::db::{Backend, Database};
 use sqlx::Connection;
-use todo::db::{Backend, Database};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -136,7 +136,7 @@ async fn bench_todo_service(
     client: &reqwest::Client,
 ) -> anyhow::Result<(Stats, Option<Drain>)> {
     let sidecar = StubSidecar::start().await?;
-    let settings = todo::Settings::from_lookup(|name| match name {
+    let settings = todo::config::Settings::from_lookup(|name| match name {
         "APP_HOST" => Some("127.0.0.1".into()),
         "APP_PORT" => Some("0".into()),
         "DATABASE_URL" => Some(url.to_owned()),
@@ -146,10 +146,10 @@ async fn bench_todo_service(
     })
     .context("todo settings")?;
     let relay_enabled = settings.relay.enabled;
-    let app = todo::Application::build(settings).await.context("starting the todo service")?;
+    let app = todo::startup::Application::build(settings).await.context("starting the todo service")?;
     let endpoint = format!("http://{}/todos", app.local_addr());
     // A handle on the service's own pools, to watch the outbox empty.
-    let db = app.state().db.clone();
+    let db = app.database().clone();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
 
@@ -213,7 +213,7 @@ async fn measure_drain(
 async fn wait_for_empty_outbox(db: &Database, deadline: Duration) -> anyhow::Result<()> {
     let give_up = Instant::now() + deadline;
     loop {
-        let pending = todo::outbox::pending_count(&db.reader).await.context("counting pending events")?;
+        let pending = todo::outbox::queue::pending_count(&db.reader).await.context("counting pending events")?;
         if pending == 0 {
             return Ok(());
         }
@@ -318,7 +318,7 @@ async fn stub_publish(State(counters): State<Arc<SidecarCounters>>, _body: axum:
 async fn bench_baseline(url: &str, config: &Config, client: &reqwest::Client) -> anyhow::Result<Stats> {
     // Same pool setup as the service (pragmas, single SQLite writer); its migrations run too,
     // which is harmless.
-    let db = todo::db::connect(url, 10).await.context("connecting the baseline database")?;
+    let db = todo::startup::connect_database(url, 10).await.context("connecting the baseline database")?;
     let collate = if db.backend == Backend::Postgres { r#"COLLATE "C""# } else { "" };
     sqlx::query(&format!(
         "CREATE TABLE bench_baseline (id TEXT {collate} PRIMARY KEY NOT NULL, user_id TEXT NOT NULL, \

@@ -1,13 +1,13 @@
-//! Configuration from environment variables. Every variable has a documented default (README,
-//! "Configuration") so the service starts with none set.
+//! Configuration from environment variables. Every variable has a documented default
+//! (docs/configuration.md) so the service starts with none set.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use service_kit::env::Env;
+use service_kit::env::{ConfigError, Env};
 
-use crate::error::{Error, Result};
+type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -71,7 +71,7 @@ impl Settings {
         let publish_timeout = Duration::from_millis(env.parse("RELAY_PUBLISH_TIMEOUT_MS", 5_000)?);
         let lease = Duration::from_millis(env.parse("RELAY_LEASE_MS", 30_000)?);
         if lease <= publish_timeout * 2 {
-            return Err(Error::Config {
+            return Err(ConfigError {
                 var: "RELAY_LEASE_MS",
                 detail: format!(
                     "must be more than twice RELAY_PUBLISH_TIMEOUT_MS ({publish_timeout:?}), or two relays could publish the same event"
@@ -80,7 +80,7 @@ impl Settings {
         }
         let batch_size = env.parse("RELAY_BATCH_SIZE", 100)?;
         if !(1..=1000).contains(&batch_size) {
-            return Err(Error::Config { var: "RELAY_BATCH_SIZE", detail: "must be between 1 and 1000".into() });
+            return Err(ConfigError { var: "RELAY_BATCH_SIZE", detail: "must be between 1 and 1000".into() });
         }
         Ok(Self {
             host: env.parse("APP_HOST", IpAddr::from([0, 0, 0, 0]))?,

@@ -1,5 +1,7 @@
 use anyhow::Context;
-use todo::{Application, Settings, startup, telemetry};
+use service_kit::telemetry;
+use todo::config::Settings;
+use todo::startup::Application;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -11,7 +13,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
-            startup::shutdown_signal().await;
+            telemetry::shutdown_signal().await;
             shutdown.cancel();
         }
     });

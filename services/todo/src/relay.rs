@@ -4,7 +4,7 @@
 //! - at least once: an event is marked published only after daprd answered 2xx; a crash in
 //!   between means it is published again after restart (same CloudEvent id);
 //! - per-todo order: only the oldest pending event of a todo is ever claimed (see
-//!   [`outbox::claim`]), so a todo's next event waits until the previous one is published;
+//!   [`queue::claim`]), so a todo's next event waits until the previous one is published;
 //! - no loss: every failure (connection refused, timeout, any non-2xx) is logged with daprd's
 //!   answer and retried with capped exponential backoff and jitter, forever; other todos keep
 //!   flowing meanwhile;
@@ -14,16 +14,20 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dapr_events::{Backoff, DaprPublisher, publish::CLOUDEVENTS_JSON};
+use dapr_events::publish::CLOUDEVENTS_JSON;
+use dapr_events::{Backoff, CloudEvent, DaprPublisher, TodoEventType};
 use futures::StreamExt;
+use serde_json::value::RawValue;
+use service_kit::db::Database;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::RelaySettings;
-use crate::db::Database;
-use crate::error::Result;
-use crate::outbox::{self, StoredEvent};
+use crate::outbox::StoredEvent;
+use crate::outbox::queue;
+
+type Result<T, E = sqlx::Error> = std::result::Result<T, E>;
 
 pub struct Relay {
     db: Database,
@@ -98,7 +102,7 @@ impl Relay {
     pub async fn run_once(&self) -> Result<Round> {
         let now = epoch_millis();
         let lease_until = now + self.settings.lease.as_millis() as i64;
-        let batch = outbox::claim(&self.db, &self.owner, now, lease_until, self.settings.batch_size.into()).await?;
+        let batch = queue::claim(&self.db, &self.owner, now, lease_until, self.settings.batch_size.into()).await?;
         let claimed = batch.len();
         let outcomes: Vec<(Uuid, Option<Duration>)> = futures::stream::iter(batch)
             .map(|event| self.publish_one(event))
@@ -108,7 +112,7 @@ impl Relay {
             .into_iter()
             .collect::<Result<_>>()?;
         let published: Vec<Uuid> = outcomes.iter().filter(|(_, retry)| retry.is_none()).map(|(id, _)| *id).collect();
-        outbox::mark_published(&self.db, &published, chrono::Utc::now()).await?;
+        queue::mark_published(&self.db, &published, chrono::Utc::now()).await?;
         Ok(Round {
             claimed,
             published: published.len(),
@@ -119,7 +123,7 @@ impl Relay {
     /// Publishes one event; a failure is recorded right away. Returns the event id and, for a
     /// failure, the delay before its retry.
     async fn publish_one(&self, event: StoredEvent) -> Result<(Uuid, Option<Duration>)> {
-        let body = serde_json::to_vec(&event.to_cloud_event(&self.source)).expect("a CloudEvent serialises");
+        let body = serde_json::to_vec(&cloud_event(&event, &self.source)).expect("a CloudEvent serialises");
         let todo_id = event.todo_id.to_string();
         let outcome = self
             .publisher
@@ -146,11 +150,31 @@ impl Relay {
                 "publish failed; retrying"
             );
         }
-        outbox::mark_failed(&self.db, event.event_id, next_attempt, &message).await?;
+        queue::mark_failed(&self.db, event.event_id, next_attempt, &message).await?;
         Ok((event.event_id, Some(retry_in)))
     }
 }
 
 fn epoch_millis() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// The CloudEvent a stored event is published as, `source` being the app id. Deterministic:
+/// publishing the row again yields the same envelope, same `id` included, so consumers can
+/// deduplicate. `GET /todos/{id}/events` shows the same envelopes.
+pub fn cloud_event(stored: &StoredEvent, source: &str) -> CloudEvent<Box<RawValue>> {
+    // The payload was serialised by us when the event was appended and goes out byte for byte.
+    // Should it ever not be JSON, it is published as a JSON string: visible, not lost.
+    let data = RawValue::from_string(stored.payload.clone()).unwrap_or_else(|_| {
+        RawValue::from_string(serde_json::to_string(&stored.payload).expect("a string serialises"))
+            .expect("a JSON string is JSON")
+    });
+    let mut event = CloudEvent::new(stored.event_id.to_string(), source, stored.event_type.clone(), data)
+        .with_trace(stored.traceparent.clone(), stored.tracestate.clone());
+    event.subject = Some(stored.todo_id.to_string());
+    event.time = Some(stored.created_at);
+    event.dataschema = stored.event_type.parse::<TodoEventType>().ok().map(TodoEventType::schema_uri);
+    event.correlationid = Some(stored.correlation_id.clone());
+    event.causationid = stored.causation_id.clone();
+    event
 }

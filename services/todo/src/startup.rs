@@ -1,34 +1,43 @@
-//! Building and running the application: the HTTP server and the relay, with graceful
-//! shutdown.
+//! Building and running the todo service: the database, the HTTP server and the relay, with
+//! graceful shutdown.
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::response::Response;
-use axum::routing::get;
 use dapr_events::{DaprPublisher, PublisherConfig};
+use service_kit::db::{Database, DbError, Migrations};
+use service_kit::env::ConfigError;
+use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
-use crate::db::Database;
-use crate::error::{Error, Result};
-use crate::http::{context, extract::MAX_BODY_BYTES, problem};
+use crate::http::{self, AppState};
+use crate::outbox::Outbox;
 use crate::relay::Relay;
-use crate::todos;
+use crate::todos::Todos;
 
-#[derive(Clone)]
-pub struct AppState {
-    pub db: Database,
-    /// Notified after every commit that wrote an event, so the relay publishes right away
-    /// instead of at its next poll.
-    pub relay_wakeup: Arc<Notify>,
-    pub app_id: Arc<str>,
+static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+
+pub const MIGRATIONS: Migrations = Migrations { sqlite: &[&SQLITE], postgres: &[&POSTGRES] };
+
+/// Why the service could not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("serving HTTP: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the outbox relay stopped unexpectedly: {0}")]
+    RelayStopped(String),
+}
+
+/// Connects (creating a SQLite file on first start) and runs the migrations.
+pub async fn connect_database(url: &str, max_connections: u32) -> Result<Database, DbError> {
+    Database::connect(url, max_connections, MIGRATIONS).await
 }
 
 pub struct Application {
@@ -40,26 +49,28 @@ pub struct Application {
 impl Application {
     /// Connects to the database (running migrations) and binds the port; nothing is served
     /// until [`Application::run_until_stopped`].
-    pub async fn build(settings: Settings) -> Result<Self> {
-        let db = crate::db::connect(&settings.database_url, settings.db_max_connections).await?;
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let db = connect_database(&settings.database_url, settings.db_max_connections).await?;
         let listener = TcpListener::bind(SocketAddr::new(settings.host, settings.port)).await?;
-        let state =
-            AppState { db: db.clone(), relay_wakeup: Arc::new(Notify::new()), app_id: settings.app_id.clone().into() };
+        let outbox = Outbox::new();
         let relay = if settings.relay.enabled {
+            let config_error = |detail: String| ConfigError { var: "DAPR_HTTP_ENDPOINT", detail };
             let publisher = DaprPublisher::new(PublisherConfig {
-                sidecar_url: settings.dapr.http_endpoint.parse().map_err(|e| Error::Config {
-                    var: "DAPR_HTTP_ENDPOINT",
-                    detail: format!("{:?} is not a URL: {e}", settings.dapr.http_endpoint),
-                })?,
+                sidecar_url: settings
+                    .dapr
+                    .http_endpoint
+                    .parse()
+                    .map_err(|e| config_error(format!("{:?} is not a URL: {e}", settings.dapr.http_endpoint)))?,
                 pubsub_name: settings.dapr.pubsub_name.clone(),
                 api_token: settings.dapr.api_token.clone(),
                 timeout: settings.relay.publish_timeout,
             })
-            .map_err(|e| Error::Config { var: "DAPR_HTTP_ENDPOINT", detail: e.to_string() })?;
-            Some(Relay::new(db, publisher, settings.relay.clone(), settings.app_id.clone(), state.relay_wakeup.clone()))
+            .map_err(|e| config_error(e.to_string()))?;
+            Some(Relay::new(db.clone(), publisher, settings.relay.clone(), settings.app_id.clone(), outbox.commits()))
         } else {
             None
         };
+        let state = AppState { todos: Todos::new(db, outbox), app_id: settings.app_id.into() };
         Ok(Self { listener, state, relay })
     }
 
@@ -67,17 +78,18 @@ impl Application {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
-    pub fn state(&self) -> &AppState {
-        &self.state
+    pub fn database(&self) -> &Database {
+        self.state.todos.database()
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting connections, lets in-flight
     /// requests finish and lets the relay finish its current round.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartError> {
         let addr = self.local_addr();
+        let db = self.database().clone();
         let relay = self.relay.map(|relay| tokio::spawn(relay.run(shutdown.clone())));
         tracing::info!(%addr, "todo service listening");
-        let server = axum::serve(self.listener, router(self.state.clone()))
+        let server = axum::serve(self.listener, http::router(self.state))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future();
         tokio::pin!(server);
@@ -106,39 +118,12 @@ impl Application {
                 }
             },
         };
-        self.state.db.close().await;
+        db.close().await;
         if let Some(failure) = relay_failure {
             tracing::error!(%failure, "the relay stopped unexpectedly; the service stops too");
-            return Err(Error::RelayStopped(failure));
+            return Err(StartError::RelayStopped(failure));
         }
         tracing::info!("todo service stopped");
         Ok(())
     }
 }
-
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(todos::routes())
-        .route("/healthz", get(service_kit::health::healthz))
-        .route("/readyz", get(readyz))
-        .fallback(problem::not_found)
-        .method_not_allowed_fallback(problem::method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(context::propagate))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            tracing::info_span!(
-                "request",
-                method = %request.method(),
-                path = %request.uri().path(),
-                correlation_id = tracing::field::Empty,
-            )
-        }))
-        .with_state(state)
-}
-
-/// Readiness: the database answers.
-async fn readyz(State(state): State<AppState>) -> Response {
-    service_kit::health::readiness(&state.db).await
-}
-
-pub use service_kit::telemetry::shutdown_signal;

@@ -102,20 +102,20 @@ impl Service {
         let app_shutdown = CancellationToken::new();
         let (addr, app_task): (SocketAddr, JoinHandle<()>) = match kind {
             Kind::Todo => {
-                let app = todo::Application::build(todo::Settings::from_lookup(lookup).unwrap()).await.unwrap();
+                let settings = todo::config::Settings::from_lookup(lookup).unwrap();
+                let app = todo::startup::Application::build(settings).await.unwrap();
                 let addr = app.local_addr();
                 (addr, tokio::spawn(served(app.run_until_stopped(app_shutdown.clone()))))
             }
             Kind::Notification => {
-                let app = notification::Application::build(notification::Settings::from_lookup(lookup).unwrap())
-                    .await
-                    .unwrap();
+                let settings = notification::config::Settings::from_lookup(lookup).unwrap();
+                let app = notification::startup::build(settings).await.unwrap();
                 let addr = app.local_addr();
                 (addr, tokio::spawn(served(app.run_until_stopped(app_shutdown.clone()))))
             }
             Kind::Analytics => {
-                let app =
-                    analytics::Application::build(analytics::Settings::from_lookup(lookup).unwrap()).await.unwrap();
+                let settings = analytics::config::Settings::from_lookup(lookup).unwrap();
+                let app = analytics::startup::build(settings).await.unwrap();
                 let addr = app.local_addr();
                 (addr, tokio::spawn(served(app.run_until_stopped(app_shutdown.clone()))))
             }

@@ -1,22 +1,17 @@
 //! The analytics app spawned in-process on port 0 against a fresh database.
 
-use std::net::SocketAddr;
-
-use analytics::{Application, Settings};
+use analytics::config::Settings;
+use dapr_consumer::testing::Running;
 use serde_json::Value;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-pub use service_kit::testing::{Backend, TestDb, todo_event};
+pub use dapr_consumer::testing::todo_event;
+pub use service_kit::testing::{Backend, TestDb};
 
 pub const ADMIN_TOKEN: &str = "admin-secret";
 
 pub struct TestApp {
-    pub addr: SocketAddr,
-    pub http: reqwest::Client,
+    pub app: Running,
     _test_db: TestDb,
-    shutdown: CancellationToken,
-    task: Option<JoinHandle<()>>,
 }
 
 impl TestApp {
@@ -32,29 +27,15 @@ impl TestApp {
             _ => None,
         })
         .expect("test settings are valid");
-        let app = Application::build(settings).await.expect("the app starts");
-        let addr = app.local_addr();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move { app.run_until_stopped(shutdown).await.expect("the app runs") }
-        });
-        Self { addr, http: reqwest::Client::new(), _test_db: test_db, shutdown, task: Some(task) }
+        let app = analytics::startup::build(settings).await.expect("the app starts");
+        Self { app: Running::spawn(app), _test_db: test_db }
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    pub async fn deliver_raw(&self, body: String) -> Option<String> {
-        let (status, answer) =
-            service_kit::testing::deliver(&self.http, &self.url(""), "todos.task.created", body, None).await;
+    /// A delivery of any body, answered with 200 as daprd needs.
+    pub async fn deliver_body(&self, body: String) -> Option<String> {
+        let (status, answer) = self.app.deliver_raw("todos.task.created", body, None).await;
         assert_eq!(status, 200, "daprd reads answers from 2xx only");
         answer
-    }
-
-    pub async fn deliver(&self, event: &Value) -> String {
-        self.deliver_raw(event.to_string()).await.expect("an answer has a status")
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -63,16 +44,16 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            task.await.unwrap();
-        }
+    pub async fn stop(self) {
+        self.app.stop().await
     }
 }
 
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+/// The running app's own helpers (`url`, `http`, `deliver`, …).
+impl std::ops::Deref for TestApp {
+    type Target = Running;
+
+    fn deref(&self) -> &Running {
+        &self.app
     }
 }

@@ -105,7 +105,7 @@ async fn poison_is_dropped_and_bad_queries_are_named(backend: Backend) {
     let mut invalid = todo_event("todos.task.completed", Uuid::now_v7(), "ada", "t", 2, 1);
     invalid["data"]["completedAt"] = Value::Null;
     assert_eq!(app.deliver(&invalid).await, "DROP");
-    assert_eq!(app.deliver_raw("{\"not\": \"an event\"}".into()).await.as_deref(), Some("DROP"));
+    assert_eq!(app.deliver_body("{\"not\": \"an event\"}".into()).await.as_deref(), Some("DROP"));
     assert_eq!(app.get("/analytics/summary").await.1["created"], 0);
     for (path, field) in [
         ("/analytics/users/a%20b", "userId"),

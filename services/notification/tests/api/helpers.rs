@@ -2,18 +2,18 @@
 //! the todo service publishes them, and a scriptable webhook receiver.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use notification::{Application, Settings};
+use dapr_consumer::testing::Running;
+use notification::config::Settings;
 use serde_json::Value;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-pub use service_kit::testing::{Backend, DEADLINE, TestDb, eventually, todo_event};
+pub use dapr_consumer::testing::todo_event;
+pub use service_kit::testing::{Backend, DEADLINE, TestDb, eventually};
 
 pub const ADMIN_TOKEN: &str = "admin-secret";
 
@@ -26,11 +26,8 @@ pub struct Options {
 }
 
 pub struct TestApp {
-    pub addr: SocketAddr,
-    pub http: reqwest::Client,
+    pub app: Running,
     _test_db: TestDb,
-    shutdown: CancellationToken,
-    task: Option<JoinHandle<()>>,
 }
 
 impl TestApp {
@@ -50,29 +47,8 @@ impl TestApp {
             _ => None,
         })
         .expect("test settings are valid");
-        let app = Application::build(settings).await.expect("the app starts");
-        let addr = app.local_addr();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move { app.run_until_stopped(shutdown).await.expect("the app runs") }
-        });
-        Self { addr, http: reqwest::Client::new(), _test_db: test_db, shutdown, task: Some(task) }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    pub async fn deliver_raw(&self, topic: &str, body: String, token: Option<&str>) -> (u16, Option<String>) {
-        service_kit::testing::deliver(&self.http, &self.url(""), topic, body, token).await
-    }
-
-    pub async fn deliver(&self, event: &Value) -> String {
-        let topic = event["type"].as_str().unwrap_or("todos.task.created").to_owned();
-        let (status, answer) = self.deliver_raw(&topic, event.to_string(), None).await;
-        assert_eq!(status, 200, "daprd reads answers from 2xx only");
-        answer.expect("an answer has a status")
+        let app = notification::startup::build(settings).await.expect("the app starts");
+        Self { app: Running::spawn(app), _test_db: test_db }
     }
 
     pub async fn notifications(&self, query: &str) -> Value {
@@ -81,17 +57,17 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            task.await.unwrap();
-        }
+    pub async fn stop(self) {
+        self.app.stop().await
     }
 }
 
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+/// The running app's own helpers (`url`, `http`, `deliver`, …).
+impl std::ops::Deref for TestApp {
+    type Target = Running;
+
+    fn deref(&self) -> &Running {
+        &self.app
     }
 }
 

@@ -5,10 +5,11 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderMap, header, request::Parts};
 use serde::de::DeserializeOwned;
+use service_kit::problem::FieldError;
 
-use crate::error::Error;
+use super::error::ApiError;
 
-/// The largest request body we accept; see the `DefaultBodyLimit` layer in `startup`.
+/// The largest request body we accept; see the `DefaultBodyLimit` layer in `http/mod.rs`.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// A JSON body: 415 unless `Content-Type` is `application/json`, 413 over [`MAX_BODY_BYTES`],
@@ -17,15 +18,15 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         require_json_content_type(req.headers())?;
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| match rejection {
             BytesRejection::FailedToBufferBody(_) if is_length_limit(&rejection) => {
-                Error::PayloadTooLarge { limit: MAX_BODY_BYTES }
+                ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES }
             }
-            other => Error::BadRequest { field: None, detail: format!("could not read the body: {other}") },
+            other => ApiError::BadRequest { field: None, detail: format!("could not read the body: {other}") },
         })?;
         parse_json(&bytes).map(ApiJson)
     }
@@ -36,20 +37,20 @@ fn is_length_limit(rejection: &BytesRejection) -> bool {
     rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE
 }
 
-fn require_json_content_type(headers: &HeaderMap) -> Result<(), Error> {
+fn require_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     let value = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media_type = value.split(';').next().unwrap_or("").trim();
     if media_type.eq_ignore_ascii_case("application/json") {
         Ok(())
     } else if value.is_empty() {
-        Err(Error::UnsupportedMediaType("Content-Type must be application/json (it is missing)".into()))
+        Err(ApiError::UnsupportedMediaType("Content-Type must be application/json (it is missing)".into()))
     } else {
-        Err(Error::UnsupportedMediaType(format!("Content-Type must be application/json, not {value:?}")))
+        Err(ApiError::UnsupportedMediaType(format!("Content-Type must be application/json, not {value:?}")))
     }
 }
 
 /// Deserialises JSON, naming the field that failed.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -57,7 +58,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
         match inner.classify() {
             serde_json::error::Category::Data => {
                 let message = inner.to_string();
-                Error::invalid(field_of(&path, &message), strip_position(&message))
+                ApiError::Validation(vec![FieldError::new(field_of(&path, &message), strip_position(&message))])
             }
             _ => malformed(bytes, &inner),
         }
@@ -67,13 +68,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     Ok(value)
 }
 
-fn malformed(bytes: &[u8], error: &serde_json::Error) -> Error {
+fn malformed(bytes: &[u8], error: &serde_json::Error) -> ApiError {
     let detail = if bytes.iter().all(u8::is_ascii_whitespace) {
         "the request body is empty; expected a JSON object".to_owned()
     } else {
         format!("malformed JSON: {error}")
     };
-    Error::BadRequest { field: None, detail }
+    ApiError::BadRequest { field: None, detail }
 }
 
 /// serde reports unknown and missing fields against their parent, so the field name is only in
@@ -103,7 +104,7 @@ fn strip_position(message: &str) -> String {
 pub struct ApiQuery<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or("");
@@ -111,20 +112,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-fn serde_urlencoded_query<T: DeserializeOwned>(query: &str) -> Result<T, Error> {
+fn serde_urlencoded_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
     axum::extract::Query::<T>::try_from_uri(
         &format!("/?{query}")
             .parse()
-            .map_err(|_| Error::BadRequest { field: None, detail: "malformed query string".into() })?,
+            .map_err(|_| ApiError::BadRequest { field: None, detail: "malformed query string".into() })?,
     )
     .map(|q| q.0)
-    .map_err(|e| Error::BadRequest { field: None, detail: format!("malformed query string: {e}") })
+    .map_err(|e| ApiError::BadRequest { field: None, detail: format!("malformed query string: {e}") })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::problem::FieldError;
     use serde::Deserialize;
 
     #[derive(Debug, Deserialize)]
@@ -142,9 +142,9 @@ mod tests {
         n: u8,
     }
 
-    fn field_errors(result: Result<Body, Error>) -> Vec<FieldError> {
+    fn field_errors(result: Result<Body, ApiError>) -> Vec<FieldError> {
         match result {
-            Err(Error::Validation(errors)) => errors,
+            Err(ApiError::Validation(errors)) => errors,
             other => panic!("expected a validation error, got {other:?}"),
         }
     }
@@ -167,7 +167,7 @@ mod tests {
     fn malformed_json_is_a_bad_request() {
         for body in [&b"{"[..], b"", b"{\"title\":\"a\"} trailing", b"{\"title\":"] {
             assert!(
-                matches!(parse_json::<Body>(body), Err(Error::BadRequest { .. })),
+                matches!(parse_json::<Body>(body), Err(ApiError::BadRequest { .. })),
                 "{:?}",
                 String::from_utf8_lossy(body)
             );

@@ -1,16 +1,10 @@
-//! The todo resource: its state, the requests that change it, and their validation.
+//! A todo: its state, and the changes it goes through (patched, completed, reopened), each with
+//! the event it emits.
 
 use chrono::{DateTime, SubsecRound, Utc};
-use dapr_events::cloudevent::timestamp;
-use dapr_events::{TodoEventData, TodoStatus};
-use serde::{Deserialize, Deserializer, Serialize};
+use dapr_events::{TodoEventData, TodoEventType, TodoStatus, timestamp};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-
-use crate::http::problem::FieldError;
-
-pub const MAX_TITLE_CHARS: usize = 200;
-pub const MAX_DESCRIPTION_CHARS: usize = 2_000;
-pub use dapr_events::catalog::MAX_USER_ID_CHARS;
 
 /// A todo as the API shows it and the database stores it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,20 +57,6 @@ pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-/// `POST /todos` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CreateTodo {
-    // Options so that a missing field is reported by our validation, alongside every other
-    // problem with the body, instead of serde stopping at the first one.
-    pub user_id: Option<String>,
-    pub title: Option<String>,
-    #[serde(default)]
-    pub description: Option<String>,
-    #[serde(default)]
-    pub due_at: Option<String>,
-}
-
 /// A validated [`CreateTodo`].
 #[derive(Debug, Clone)]
 pub struct NewTodo {
@@ -86,45 +66,21 @@ pub struct NewTodo {
     pub due_at: Option<DateTime<Utc>>,
 }
 
-impl CreateTodo {
-    pub fn validate(self) -> Result<NewTodo, Vec<FieldError>> {
-        let mut errors = Vec::new();
-        let user_id = match self.user_id {
-            None => {
-                errors.push(FieldError::new("userId", "is required"));
-                None
-            }
-            Some(user_id) => check(validate_user_id(&user_id).map(|_| user_id), "userId", &mut errors),
-        };
-        let title = match self.title {
-            None => {
-                errors.push(FieldError::new("title", "is required"));
-                None
-            }
-            Some(title) => check(validate_title(&title), "title", &mut errors),
-        };
-        let description = check(validate_description(self.description), "description", &mut errors);
-        let due_at = check(validate_due_at(self.due_at.as_deref()), "dueAt", &mut errors);
-        match (user_id, title, description, due_at) {
-            (Some(user_id), Some(title), Some(description), Some(due_at)) if errors.is_empty() => {
-                Ok(NewTodo { user_id, title, description, due_at })
-            }
-            _ => Err(errors),
-        }
+/// A fresh todo from a validated request.
+pub fn new_todo(input: NewTodo) -> Todo {
+    let now = now();
+    Todo {
+        id: Uuid::now_v7(),
+        user_id: input.user_id,
+        title: input.title,
+        description: input.description,
+        due_at: input.due_at,
+        status: TodoStatus::Open,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+        completed_at: None,
     }
-}
-
-/// `PATCH /todos/{id}` body. A field that is absent stays as it is; `description` and `dueAt`
-/// may be `null` to clear them; `title` may not.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct UpdateTodo {
-    #[serde(default, deserialize_with = "present")]
-    pub title: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    pub description: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    pub due_at: Option<Option<String>>,
 }
 
 /// A validated [`UpdateTodo`]: `Some` for each field to set.
@@ -133,23 +89,6 @@ pub struct TodoPatch {
     pub title: Option<String>,
     pub description: Option<Option<String>>,
     pub due_at: Option<Option<DateTime<Utc>>>,
-}
-
-impl UpdateTodo {
-    pub fn validate(self) -> Result<TodoPatch, Vec<FieldError>> {
-        let mut errors = Vec::new();
-        let title = match self.title {
-            None => None,
-            Some(None) => {
-                errors.push(FieldError::new("title", "cannot be null"));
-                None
-            }
-            Some(Some(title)) => check(validate_title(&title), "title", &mut errors),
-        };
-        let description = self.description.and_then(|d| check(validate_description(d), "description", &mut errors));
-        let due_at = self.due_at.and_then(|d| check(validate_due_at(d.as_deref()), "dueAt", &mut errors));
-        if errors.is_empty() { Ok(TodoPatch { title, description, due_at }) } else { Err(errors) }
-    }
 }
 
 impl TodoPatch {
@@ -180,136 +119,25 @@ impl TodoPatch {
     }
 }
 
-/// Distinguishes an explicit `null` (`Some(None)`) from an absent field (`None`, via
-/// `#[serde(default)]`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(deserializer).map(Some)
-}
-
-fn check<T>(result: Result<T, String>, field: &str, errors: &mut Vec<FieldError>) -> Option<T> {
-    result.map_err(|detail| errors.push(FieldError::new(field, detail))).ok()
-}
-
-pub use dapr_events::catalog::validate_user_id;
-
-fn validate_title(title: &str) -> Result<String, String> {
-    // Control characters have no business in a one-line title, and NUL cannot be stored in
-    // PostgreSQL text at all.
-    if title.chars().any(char::is_control) {
-        return Err("must not contain control characters".into());
-    }
-    let title = title.trim();
-    let length = title.chars().count();
-    if !(1..=MAX_TITLE_CHARS).contains(&length) {
-        return Err(format!("must be 1 to {MAX_TITLE_CHARS} characters after trimming"));
-    }
-    Ok(title.to_owned())
-}
-
-fn validate_description(description: Option<String>) -> Result<Option<String>, String> {
-    match description {
-        Some(d) if d.chars().count() > MAX_DESCRIPTION_CHARS => {
-            Err(format!("must be at most {MAX_DESCRIPTION_CHARS} characters"))
+impl Todo {
+    /// The todo with `status`, and the event that says so; `None` when it is in that status
+    /// already (completing a completed todo changes nothing).
+    pub fn with_status(&self, status: TodoStatus, now: DateTime<Utc>) -> Option<(Todo, TodoEventType)> {
+        if self.status == status {
+            return None;
         }
-        // Line breaks and tabs are fine in a description; other control characters (NUL
-        // above all, which PostgreSQL cannot store) are not.
-        Some(d) if d.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) => {
-            Err("must not contain control characters other than line breaks and tabs".into())
-        }
-        other => Ok(other),
-    }
-}
-
-fn validate_due_at(due_at: Option<&str>) -> Result<Option<DateTime<Utc>>, String> {
-    due_at
-        .map(|text| {
-            timestamp::parse(text)
-                .map(|t| t.trunc_subsecs(6))
-                .map_err(|_| "must be an RFC 3339 date-time such as 2026-12-01T17:00:00Z".to_owned())
-        })
-        .transpose()
-}
-
-/// A fresh todo from a validated request.
-pub fn new_todo(input: NewTodo) -> Todo {
-    let now = now();
-    Todo {
-        id: Uuid::now_v7(),
-        user_id: input.user_id,
-        title: input.title,
-        description: input.description,
-        due_at: input.due_at,
-        status: TodoStatus::Open,
-        version: 1,
-        created_at: now,
-        updated_at: now,
-        completed_at: None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fields(errors: Vec<FieldError>) -> Vec<String> {
-        errors.into_iter().map(|e| e.field).collect()
-    }
-
-    #[test]
-    fn create_reports_every_invalid_field() {
-        let request = CreateTodo {
-            user_id: Some("bad user!".into()),
-            title: Some("   ".into()),
-            description: Some("d".repeat(MAX_DESCRIPTION_CHARS + 1)),
-            due_at: Some("tomorrow".into()),
+        let mut next = self.clone();
+        next.status = status;
+        let event_type = match status {
+            TodoStatus::Completed => {
+                next.completed_at = Some(now);
+                TodoEventType::Completed
+            }
+            TodoStatus::Open => {
+                next.completed_at = None;
+                TodoEventType::Reopened
+            }
         };
-        assert_eq!(fields(request.validate().unwrap_err()), ["userId", "title", "description", "dueAt"]);
-        let controls = CreateTodo {
-            user_id: Some("u".into()),
-            title: Some("a\u{0}b".into()),
-            description: Some("line\nbreak\tand NUL\u{0}".into()),
-            due_at: None,
-        };
-        assert_eq!(fields(controls.validate().unwrap_err()), ["title", "description"]);
-        let missing = CreateTodo { user_id: None, title: None, description: None, due_at: None };
-        assert_eq!(fields(missing.validate().unwrap_err()), ["userId", "title"]);
-    }
-
-    #[test]
-    fn limits_are_inclusive_and_count_characters() {
-        let request = CreateTodo {
-            user_id: Some("u".repeat(MAX_USER_ID_CHARS)),
-            // 200 multi-byte characters are 200 characters, not 400 bytes.
-            title: Some(format!("  {}  ", "é".repeat(MAX_TITLE_CHARS))),
-            description: Some("d".repeat(MAX_DESCRIPTION_CHARS)),
-            due_at: Some("2026-12-01T17:00:00.1234567+02:00".into()),
-        };
-        let valid = request.validate().unwrap();
-        assert_eq!(valid.title.chars().count(), MAX_TITLE_CHARS);
-        assert_eq!(timestamp::format(&valid.due_at.unwrap()), "2026-12-01T15:00:00.123456Z");
-        let too_long = CreateTodo {
-            user_id: Some("u".repeat(MAX_USER_ID_CHARS + 1)),
-            title: Some("t".repeat(MAX_TITLE_CHARS + 1)),
-            description: None,
-            due_at: None,
-        };
-        assert_eq!(fields(too_long.validate().unwrap_err()), ["userId", "title"]);
-    }
-
-    #[test]
-    fn patch_tells_null_from_absent_and_reports_real_changes_only() {
-        let todo = new_todo(NewTodo {
-            user_id: "ada".into(),
-            title: "Write".into(),
-            description: Some("d".into()),
-            due_at: None,
-        });
-        let patch: UpdateTodo = serde_json::from_str(r#"{"description": null, "title": "Write"}"#).unwrap();
-        let (next, changed) = patch.validate().unwrap().apply(&todo);
-        assert_eq!(changed, ["description"]);
-        assert_eq!(next.description, None);
-        assert_eq!(next.title, "Write");
-        let null_title: UpdateTodo = serde_json::from_str(r#"{"title": null}"#).unwrap();
-        assert_eq!(fields(null_title.validate().unwrap_err()), ["title"]);
+        Some((next, event_type))
     }
 }

@@ -1,25 +1,19 @@
-//! Todo persistence and the transactional commands: every change writes the todo row and its
-//! outbox event in one transaction, or neither.
+//! The todos' tables, statement by statement: the `todos` rows and the stored answers of
+//! `Idempotency-Key` requests. Transactions are the commands' business (`commands.rs`).
 
 use chrono::{DateTime, Utc};
-use dapr_events::cloudevent::timestamp;
-use dapr_events::{TodoEventType, TodoStatus};
+use dapr_events::{TodoStatus, timestamp};
+use service_kit::db::{Backend, column};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
 
-use super::model::{NewTodo, Todo, new_todo, now};
-use crate::db::{Backend, Database, column};
-use crate::error::{Error, Result};
-use crate::http::context::RequestContext;
-use crate::outbox;
+use super::model::Todo;
+
+type Result<T, E = sqlx::Error> = std::result::Result<T, E>;
 
 const TODO_COLUMNS: &str =
     "id, user_id, title, description, due_at, status, version, created_at, updated_at, completed_at";
-
-/// How often a change is retried when another writer changed the same todo between our read
-/// and our write (PostgreSQL only; SQLite serialises writers).
-const MAX_CONFLICT_RETRIES: usize = 5;
 
 fn todo_from_row(row: &AnyRow) -> Result<Todo, sqlx::Error> {
     Ok(Todo {
@@ -45,22 +39,19 @@ pub async fn get(pool: &AnyPool, id: Uuid) -> Result<Option<Todo>> {
         .bind(id.to_string())
         .fetch_optional(pool)
         .await?;
-    Ok(row.as_ref().map(todo_from_row).transpose()?)
+    row.as_ref().map(todo_from_row).transpose()
 }
 
-/// Reads the todo inside a change's transaction. On PostgreSQL the row is locked so concurrent
-/// writers of one todo queue up instead of racing (SQLite's single writer already queues them);
-/// the version check in the UPDATE stays as the guarantee either way.
-async fn get_for_change(conn: &mut AnyConnection, backend: Backend, id: Uuid) -> Result<Option<Todo>> {
-    let lock = match backend {
-        Backend::Postgres => " FOR UPDATE",
-        Backend::Sqlite => "",
-    };
+/// Reads the todo inside a change's transaction, locked against concurrent writers where the
+/// backend can (see [`Backend::lock_for_update`]); the version check in the UPDATE stays as
+/// the guarantee either way.
+pub async fn get_for_change(conn: &mut AnyConnection, backend: Backend, id: Uuid) -> Result<Option<Todo>> {
+    let lock = backend.lock_for_update();
     let row = sqlx::query(&format!("SELECT {TODO_COLUMNS} FROM todos WHERE id = $1{lock}"))
         .bind(id.to_string())
         .fetch_optional(&mut *conn)
         .await?;
-    Ok(row.as_ref().map(todo_from_row).transpose()?)
+    row.as_ref().map(todo_from_row).transpose()
 }
 
 #[derive(Debug, Clone, Default)]
@@ -103,10 +94,10 @@ pub async fn list(pool: &AnyPool, filter: &ListFilter) -> Result<Vec<Todo>> {
         query = query.bind(before.to_string());
     }
     let rows = query.bind(filter.limit).fetch_all(pool).await?;
-    Ok(rows.iter().map(todo_from_row).collect::<Result<_, _>>()?)
+    rows.iter().map(todo_from_row).collect()
 }
 
-async fn insert(conn: &mut AnyConnection, todo: &Todo) -> Result<()> {
+pub async fn insert(conn: &mut AnyConnection, todo: &Todo) -> Result<()> {
     sqlx::query(&format!("INSERT INTO todos ({TODO_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
         .bind(todo.id.to_string())
         .bind(&todo.user_id)
@@ -125,7 +116,7 @@ async fn insert(conn: &mut AnyConnection, todo: &Todo) -> Result<()> {
 
 /// Writes `todo` over the row if it is still at `expected_version`; false if someone else
 /// changed it first (optimistic concurrency).
-async fn update_if_version(conn: &mut AnyConnection, todo: &Todo, expected_version: i64) -> Result<bool> {
+pub async fn update_if_version(conn: &mut AnyConnection, todo: &Todo, expected_version: i64) -> Result<bool> {
     let result = sqlx::query(
         "UPDATE todos SET title = $1, description = $2, due_at = $3, status = $4, version = $5, \
          updated_at = $6, completed_at = $7 WHERE id = $8 AND version = $9",
@@ -144,7 +135,7 @@ async fn update_if_version(conn: &mut AnyConnection, todo: &Todo, expected_versi
     Ok(result.rows_affected() == 1)
 }
 
-async fn delete_if_version(conn: &mut AnyConnection, id: Uuid, expected_version: i64) -> Result<bool> {
+pub async fn delete_if_version(conn: &mut AnyConnection, id: Uuid, expected_version: i64) -> Result<bool> {
     let result = sqlx::query("DELETE FROM todos WHERE id = $1 AND version = $2")
         .bind(id.to_string())
         .bind(expected_version)
@@ -161,7 +152,7 @@ pub struct StoredResponse {
     pub body: String,
 }
 
-async fn find_idempotency_key(conn: &mut AnyConnection, key: &str) -> Result<Option<StoredResponse>> {
+pub async fn find_idempotency_key(conn: &mut AnyConnection, key: &str) -> Result<Option<StoredResponse>> {
     let row = sqlx::query(
         "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE idempotency_key = $1",
     )
@@ -179,196 +170,25 @@ async fn find_idempotency_key(conn: &mut AnyConnection, key: &str) -> Result<Opt
     .transpose()
 }
 
-pub struct IdempotencyKey {
-    pub key: String,
-    pub request_hash: String,
-}
-
-pub enum Created {
-    New(Todo),
-    /// The key was seen before with the same request: the original response, verbatim.
-    Replayed(StoredResponse),
-}
-
-/// Creates a todo and its `todos.task.created` event (and, with a key, the stored response) in
-/// one transaction.
-pub async fn create(
-    db: &Database,
-    input: NewTodo,
-    context: &RequestContext,
-    idempotency: Option<&IdempotencyKey>,
-) -> Result<Created> {
-    let mut tx = db.writer.begin().await?;
-    if let Some(idempotency) = idempotency {
-        if let Some(stored) = find_idempotency_key(&mut tx, &idempotency.key).await? {
-            return replay(stored, idempotency);
-        }
-    }
-    let todo = new_todo(input);
-    insert(&mut tx, &todo).await?;
-    outbox::append(&mut tx, TodoEventType::Created, &todo.event_data(Vec::new(), None), context, todo.created_at)
-        .await?;
-    if let Some(idempotency) = idempotency {
-        let stored = sqlx::query(
-            "INSERT INTO idempotency_keys (idempotency_key, request_hash, response_status, response_body, todo_id, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&idempotency.key)
-        .bind(&idempotency.request_hash)
-        .bind(201_i64)
-        .bind(serde_json::to_string(&todo).expect("a todo serialises"))
-        .bind(todo.id.to_string())
-        .bind(timestamp::format(&todo.created_at))
-        .execute(&mut *tx)
-        .await;
-        if let Err(error) = stored {
-            // Two requests with the same new key raced (PostgreSQL): the other one committed
-            // first. Undo ours and answer with theirs.
-            let raced = error.as_database_error().is_some_and(|e| e.is_unique_violation());
-            if !raced {
-                return Err(error.into());
-            }
-            tx.rollback().await?;
-            let mut conn = db.writer.acquire().await?;
-            let stored = find_idempotency_key(&mut conn, &idempotency.key).await?;
-            return match stored {
-                Some(stored) => replay(stored, idempotency),
-                None => Err(error.into()),
-            };
-        }
-    }
-    tx.commit().await?;
-    Ok(Created::New(todo))
-}
-
-fn replay(stored: StoredResponse, idempotency: &IdempotencyKey) -> Result<Created> {
-    if stored.request_hash == idempotency.request_hash {
-        Ok(Created::Replayed(stored))
-    } else {
-        Err(Error::IdempotencyKeyReused)
-    }
-}
-
-/// What a command decided for the todo as it currently stands.
-pub enum Decision {
-    /// Nothing to change (e.g. completing a completed todo): no write, no event.
-    Unchanged,
-    Update {
-        next: Todo,
-        event_type: TodoEventType,
-        changed_fields: Vec<String>,
-    },
-    Delete,
-}
-
-pub enum Outcome {
-    Unchanged(Todo),
-    Changed(Todo),
-    Deleted,
-}
-
-/// Runs a change to one todo: reads it, checks `If-Match`, lets `decide` compute the change,
-/// and writes the row and the event in one transaction. The new version (= event sequence) is
-/// only written if the row is still at the version we read, so two writers can never produce
-/// the same sequence number or commit a todo's events out of order.
-pub async fn change(
-    db: &Database,
-    id: Uuid,
-    if_match: Option<&IfMatch>,
-    context: &RequestContext,
-    decide: impl Fn(&Todo, DateTime<Utc>) -> Decision,
-) -> Result<Outcome> {
-    for _ in 0..MAX_CONFLICT_RETRIES {
-        let mut tx = db.writer.begin().await?;
-        let current =
-            get_for_change(&mut tx, db.backend, id).await?.ok_or_else(|| Error::TodoNotFound(id.to_string()))?;
-        if let Some(if_match) = if_match {
-            if !if_match.matches(current.version) {
-                return Err(Error::PreconditionFailed { current_version: current.version });
-            }
-        }
-        let now = now();
-        let (written, event_type, data, outcome) = match decide(&current, now) {
-            Decision::Unchanged => return Ok(Outcome::Unchanged(current)),
-            Decision::Update { mut next, event_type, changed_fields } => {
-                next.version = current.version + 1;
-                next.updated_at = now;
-                let written = update_if_version(&mut tx, &next, current.version).await?;
-                let data = next.event_data(changed_fields, None);
-                (written, event_type, data, Outcome::Changed(next))
-            }
-            Decision::Delete => {
-                let written = delete_if_version(&mut tx, id, current.version).await?;
-                // The deleted event carries the last state, one version on.
-                let mut last = current.clone();
-                last.version += 1;
-                last.updated_at = now;
-                (written, TodoEventType::Deleted, last.event_data(Vec::new(), Some(now)), Outcome::Deleted)
-            }
-        };
-        if !written {
-            // Lost a race with another writer; read again and re-decide (If-Match included).
-            tx.rollback().await?;
-            continue;
-        }
-        outbox::append(&mut tx, event_type, &data, context, now).await?;
-        tx.commit().await?;
-        return Ok(outcome);
-    }
-    Err(Error::Conflict)
-}
-
-/// A parsed `If-Match` header: `*` or a list of strong entity tags.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IfMatch {
-    Any,
-    Versions(Vec<i64>),
-}
-
-impl IfMatch {
-    /// Parses `"3"`, `"3", "4"` or `*`. Weak tags (`W/"3"`) never match under If-Match's strong
-    /// comparison (RFC 9110 §13.1.1), so they are kept out of the list.
-    pub fn parse(value: &str) -> Result<Self, String> {
-        let value = value.trim();
-        if value == "*" {
-            return Ok(Self::Any);
-        }
-        let mut versions = Vec::new();
-        for tag in value.split(',').map(str::trim) {
-            if tag.starts_with("W/\"") && tag.ends_with('"') {
-                continue;
-            }
-            let inner = tag
-                .strip_prefix('"')
-                .and_then(|t| t.strip_suffix('"'))
-                .ok_or_else(|| format!("{tag:?} is not an entity tag such as \"3\""))?;
-            // An ETag we never issued cannot match; it is not malformed.
-            if let Ok(version) = inner.parse() {
-                versions.push(version);
-            }
-        }
-        Ok(Self::Versions(versions))
-    }
-
-    pub fn matches(&self, version: i64) -> bool {
-        match self {
-            Self::Any => true,
-            Self::Versions(versions) => versions.contains(&version),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn if_match_parsing() {
-        assert_eq!(IfMatch::parse("*").unwrap(), IfMatch::Any);
-        assert_eq!(IfMatch::parse("\"3\"").unwrap(), IfMatch::Versions(vec![3]));
-        assert_eq!(IfMatch::parse("\"3\", W/\"4\", \"x\"").unwrap(), IfMatch::Versions(vec![3]));
-        assert!(IfMatch::parse("3").is_err());
-        assert!(IfMatch::parse("\"3\"").unwrap().matches(3));
-        assert!(!IfMatch::parse("W/\"3\"").unwrap().matches(3));
-    }
+/// Stores the answer to a request with an `Idempotency-Key`, in the transaction that created
+/// its todo. A unique violation means another request with the same new key committed first.
+pub async fn insert_idempotency_key(
+    conn: &mut AnyConnection,
+    key: &str,
+    request_hash: &str,
+    todo: &Todo,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO idempotency_keys (idempotency_key, request_hash, response_status, response_body, todo_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(key)
+    .bind(request_hash)
+    .bind(201_i64)
+    .bind(serde_json::to_string(todo).expect("a todo serialises"))
+    .bind(todo.id.to_string())
+    .bind(timestamp::format(&todo.created_at))
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -15,8 +15,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::Value;
-use todo::db::Database;
-use todo::{Application, Settings};
+use service_kit::db::Database;
+use todo::config::Settings;
+use todo::startup::{Application, StartError};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -221,7 +222,7 @@ pub struct TestApp {
     pub db: Database,
     pub test_db: Arc<TestDb>,
     shutdown: CancellationToken,
-    server: Option<JoinHandle<todo::Result<()>>>,
+    server: Option<JoinHandle<Result<(), StartError>>>,
 }
 
 /// Logs go through libtest's capture (shown for failing tests only); `RUST_LOG` overrides the
@@ -269,7 +270,7 @@ impl TestApp {
         let settings = test_settings(&test_db.url, sidecar.port(), overrides);
         let app = Application::build(settings).await.expect("build the app");
         let address = format!("http://{}", app.local_addr());
-        let db = app.state().db.clone();
+        let db = app.database().clone();
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         Self { address, http: reqwest::Client::new(), db, test_db, shutdown, server: Some(server) }

@@ -1,8 +1,8 @@
 //! The transactional outbox: one event row per change, written atomically with the change.
 
 use serde_json::{Value, json};
+use service_kit::db::Backend as DbBackend;
 use sqlx::Row;
-use todo::db::Backend as DbBackend;
 
 use crate::helpers::{Backend, DEADLINE, SendJson, TestApp, eventually};
 use crate::on_both_backends;
@@ -93,7 +93,7 @@ mod todo_events_trace {
 /// Makes every insert of an event of `event_type` fail inside the database, after the todo row
 /// of the same transaction was written.
 async fn fail_event_inserts(app: &TestApp, event_type: &str) {
-    let db = app.test_db.connect(todo::db::MIGRATIONS).await;
+    let db = app.test_db.connect(todo::startup::MIGRATIONS).await;
     let statements: Vec<String> = match app.test_db.backend {
         Backend::Sqlite => vec![format!(
             "CREATE TRIGGER reject_event BEFORE INSERT ON outbox_events WHEN NEW.event_type = '{event_type}' \
@@ -145,7 +145,7 @@ async fn published_events_leave_the_queue_and_stay_in_the_history(backend: Backe
     app.post_empty(&format!("/todos/{id}/complete")).await;
     sidecar.wait_for_accepted(2).await;
     eventually("the queue to drain", DEADLINE, || async {
-        (todo::outbox::pending_count(&app.db.reader).await.unwrap() == 0).then_some(())
+        (todo::outbox::queue::pending_count(&app.db.reader).await.unwrap() == 0).then_some(())
     })
     .await;
     let rows = event_rows(&app, id).await;
@@ -158,7 +158,7 @@ async fn published_events_leave_the_queue_and_stay_in_the_history(backend: Backe
         DbBackend::Postgres => "EXPLAIN ",
         DbBackend::Sqlite => "EXPLAIN QUERY PLAN ",
     };
-    let plan_rows = sqlx::query(&format!("{explain}{}", todo::outbox::claim_sql(db.backend)))
+    let plan_rows = sqlx::query(&format!("{explain}{}", todo::outbox::queue::claim_sql(db.backend)))
         .bind(0_i64)
         .bind(100_i64)
         .bind("owner")

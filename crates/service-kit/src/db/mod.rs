@@ -1,8 +1,13 @@
 //! Database connection: SQLite (embedded default) or PostgreSQL, chosen by the URL scheme.
 //!
 //! The services use sqlx's `Any` driver so that one set of SQL statements serves both backends
-//! (see each service's migrations for the schema conventions that make that possible: ids and
-//! timestamps as canonical text). Where the SQL must differ, code asks [`Backend`].
+//! (docs/architecture.md, "Design notes", says why). Ids and timestamps are canonical text on
+//! both ([`column`] decodes them); every place where the SQL must differ is in [`dialect`].
+
+pub mod column;
+pub mod dialect;
+
+pub use dialect::Backend;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -53,12 +58,6 @@ impl sqlx::migrate::MigrationSource<'static> for Combined {
             Ok(migrations)
         })
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
 }
 
 /// Two pools over the same database. On PostgreSQL they are the same pool. On SQLite writes go
@@ -220,42 +219,5 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
         assert_eq!(with_create("sqlite://a.db?mode=ro"), "sqlite://a.db?mode=ro");
         assert_eq!(with_create("sqlite://a.db?cache=shared"), "sqlite://a.db?cache=shared&mode=rwc");
-    }
-}
-
-/// Column decoding for the text-encoded types (see the migrations): ids are canonical UUID
-/// text and timestamps RFC 3339 text on both backends.
-pub mod column {
-    use chrono::{DateTime, Utc};
-    use dapr_events::cloudevent::timestamp;
-    use sqlx::Row;
-    use sqlx::any::AnyRow;
-    use uuid::Uuid;
-
-    fn decode_error(column: &str, source: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
-        sqlx::Error::ColumnDecode { index: column.to_owned(), source: Box::new(source) }
-    }
-
-    pub fn uuid(row: &AnyRow, column: &str) -> Result<Uuid, sqlx::Error> {
-        let text: String = row.try_get(column)?;
-        Uuid::parse_str(&text).map_err(|e| decode_error(column, e))
-    }
-
-    pub fn time(row: &AnyRow, column: &str) -> Result<DateTime<Utc>, sqlx::Error> {
-        let text: String = row.try_get(column)?;
-        timestamp::parse(&text).map_err(|e| decode_error(column, e))
-    }
-
-    pub fn optional_time(row: &AnyRow, column: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-        let text: Option<String> = row.try_get(column)?;
-        text.map(|t| timestamp::parse(&t).map_err(|e| decode_error(column, e))).transpose()
-    }
-
-    pub fn parsed<T: std::str::FromStr>(row: &AnyRow, column: &str) -> Result<T, sqlx::Error>
-    where
-        T::Err: std::fmt::Display,
-    {
-        let text: String = row.try_get(column)?;
-        text.parse().map_err(|e: T::Err| decode_error(column, std::io::Error::other(e.to_string())))
     }
 }

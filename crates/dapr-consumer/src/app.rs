@@ -1,0 +1,111 @@
+//! Starting and running a consumer: the database with the bookkeeping migrations, the port,
+//! and one router that puts each route behind the token its caller must present.
+//!
+//! Two steps, because a consumer's own state needs the database: [`Consumer::start`] connects
+//! and binds, then [`Consumer::into_app`] takes the consumer's handler and routes and gives the
+//! [`ConsumerApp`] that serves them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use dapr_events::DaprPublisher;
+use service_kit::db::{Database, DbError, Migrations};
+use service_kit::env::ConfigError;
+use service_kit::{health, problem, telemetry};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{AdminToken, AppToken, require_admin_token, require_app_token};
+use crate::dead_letters::{self, DeadLetters};
+use crate::handler::EventHandler;
+use crate::settings::ConsumerSettings;
+use crate::{deliveries, metrics};
+
+/// Why a consumer could not start, or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("serving HTTP: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A consumer connected to its database and bound to its port, before its routes exist.
+pub struct Consumer {
+    settings: ConsumerSettings,
+    db: Database,
+    listener: TcpListener,
+    publisher: DaprPublisher,
+}
+
+impl Consumer {
+    /// Connects to the database (running `migrations`: [`crate::consumer_migrations!`]) and
+    /// binds `APP_HOST:APP_PORT`.
+    pub async fn start(settings: &ConsumerSettings, migrations: Migrations) -> Result<Self, StartError> {
+        let publisher = settings.publisher()?;
+        let db = Database::connect(&settings.database_url, settings.db_max_connections, migrations).await?;
+        let listener = TcpListener::bind(SocketAddr::new(settings.host, settings.port)).await?;
+        Ok(Self { settings: settings.clone(), db, listener, publisher })
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// The app serving `handler` to daprd (behind `APP_API_TOKEN`), the consumer's public
+    /// `api` routes, its `admin` routes and the dead-letter admin API (behind `ADMIN_TOKEN`),
+    /// `/metrics`, `/healthz` and `/readyz`, with problem answers for unknown paths and methods
+    /// and a span per request.
+    pub fn into_app(self, handler: impl EventHandler, api: Router, admin: Router) -> ConsumerApp {
+        let settings = &self.settings;
+        let dead_letters = DeadLetters::new(self.db.clone());
+        let app_token = AppToken(settings.app_api_token.as_deref().map(Arc::from));
+        let admin_token = AdminToken(settings.admin_token.as_deref().map(Arc::from));
+        let sidecar = deliveries::routes(handler, dead_letters.clone(), &settings.pubsub_name, &settings.app_id)
+            .layer(axum::middleware::from_fn_with_state(app_token, require_app_token));
+        let admin = admin
+            .merge(dead_letters::admin::routes(dead_letters.clone(), self.publisher))
+            .layer(axum::middleware::from_fn_with_state(admin_token, require_admin_token));
+        let router = Router::new()
+            .merge(sidecar)
+            .merge(api)
+            .merge(admin)
+            .merge(metrics::routes(dead_letters, &settings.app_id))
+            .merge(health::routes(self.db.clone()))
+            .fallback(problem::not_found)
+            .method_not_allowed_fallback(problem::method_not_allowed);
+        ConsumerApp {
+            name: settings.app_id.clone(),
+            db: self.db,
+            listener: self.listener,
+            router: telemetry::with_request_spans(router),
+        }
+    }
+}
+
+/// A consumer ready to serve.
+pub struct ConsumerApp {
+    name: String,
+    db: Database,
+    listener: TcpListener,
+    router: Router,
+}
+
+impl ConsumerApp {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown`; then stops accepting, finishes in-flight requests (deliveries
+    /// included, so daprd gets its answer) and closes the database.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartError> {
+        tracing::info!(addr = %self.local_addr(), "{} service listening", self.name);
+        telemetry::serve(self.listener, self.router, shutdown).await?;
+        self.db.close().await;
+        tracing::info!("{} service stopped", self.name);
+        Ok(())
+    }
+}

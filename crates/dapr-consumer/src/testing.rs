@@ -1,0 +1,112 @@
+//! Test helpers for the consumers' integration tests (feature `testing`): a consumer spawned
+//! in-process on port 0, and deliveries posted the way daprd posts them.
+
+use std::net::SocketAddr;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::app::ConsumerApp;
+
+/// A consumer app serving in a task of the test's runtime; stopped gracefully by
+/// [`Running::stop`], cancelled when dropped.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn spawn(app: ConsumerApp) -> Self {
+        let addr = app.local_addr();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { app.run_until_stopped(shutdown).await.expect("the app runs") }
+        });
+        Self { addr, http: reqwest::Client::new(), shutdown, task: Some(task) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A delivery of `body` to `/events/{topic}` as daprd posts it; the HTTP status and the
+    /// answer's `status` (SUCCESS, RETRY, DROP).
+    pub async fn deliver_raw(&self, topic: &str, body: String, token: Option<&str>) -> (u16, Option<String>) {
+        deliver(&self.http, &self.url(""), topic, body, token).await
+    }
+
+    /// Delivers `event` to its type's topic and returns the answer, which must come with 200.
+    pub async fn deliver(&self, event: &serde_json::Value) -> String {
+        let topic = event["type"].as_str().unwrap_or("todos.task.created").to_owned();
+        let (status, answer) = self.deliver_raw(&topic, event.to_string(), None).await;
+        assert_eq!(status, 200, "daprd reads answers from 2xx only");
+        answer.expect("an answer has a status")
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A todo event as the todo service publishes it (and daprd delivers it): `version` of todo
+/// `todo_id`, changed at minute `minute` past 10:00 on 2026-11-23 (created at 10:00); completed
+/// for `todos.task.completed`, open otherwise, with `deletedAt` on `todos.task.deleted`.
+pub fn todo_event(
+    event_type: &str,
+    todo_id: Uuid,
+    user: &str,
+    title: &str,
+    version: i64,
+    minute: u32,
+) -> serde_json::Value {
+    let at = format!("2026-11-23T10:{minute:02}:00.000000Z");
+    let completed = event_type == "todos.task.completed";
+    let mut event = serde_json::json!({
+        "specversion": "1.0", "id": Uuid::now_v7().to_string(), "source": "todo", "type": event_type,
+        "subject": todo_id.to_string(), "time": at, "datacontenttype": "application/json",
+        "dataschema": format!("https://dapr-todo.example/schemas/events/{event_type}/v1.json"),
+        "correlationid": "corr-1", "traceparent": "", "traceid": "", "tracestate": "",
+        "topic": event_type, "pubsubname": "pubsub",
+        "data": {"todoId": todo_id, "userId": user, "title": title, "description": null, "dueAt": null,
+                 "status": if completed { "completed" } else { "open" }, "version": version,
+                 "createdAt": "2026-11-23T10:00:00.000000Z", "updatedAt": at,
+                 "completedAt": if completed { serde_json::Value::String(at.clone()) } else { serde_json::Value::Null }}
+    });
+    if event_type == "todos.task.deleted" {
+        event["data"]["deletedAt"] = serde_json::Value::String(at);
+    }
+    event
+}
+
+/// POSTs a delivery to `{base}/events/{topic}` the way daprd does; returns the HTTP status and
+/// the answer's `status` (SUCCESS, RETRY, DROP).
+pub async fn deliver(
+    http: &reqwest::Client,
+    base: &str,
+    topic: &str,
+    body: String,
+    token: Option<&str>,
+) -> (u16, Option<String>) {
+    let mut request =
+        http.post(format!("{base}/events/{topic}")).header("content-type", "application/cloudevents+json").body(body);
+    if let Some(token) = token {
+        request = request.header("dapr-api-token", token);
+    }
+    let response = request.send().await.expect("the app answers");
+    let status = response.status().as_u16();
+    let answer: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
+    (status, answer["status"].as_str().map(str::to_owned))
+}

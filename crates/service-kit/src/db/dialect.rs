@@ -1,0 +1,66 @@
+//! Every difference between the SQL the services send to SQLite and to PostgreSQL, in one place.
+//!
+//! Besides what is here, the two backends differ only in their migrations (each service keeps
+//! `migrations/sqlite` and `migrations/postgres`: column types and indexes are spelled per
+//! backend). Queries are otherwise written once, in the subset both understand: `$N`
+//! placeholders numbered in order of first appearance (SQLite requires that), `ON CONFLICT`,
+//! `RETURNING`, and ids and timestamps as text.
+
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// Appended to a `SELECT` that reads a row it is about to change. PostgreSQL locks the row
+    /// so concurrent writers of it queue up instead of racing; SQLite has one writer at a
+    /// time, which queues them already.
+    pub const fn lock_for_update(self) -> &'static str {
+        match self {
+            Self::Postgres => " FOR UPDATE",
+            Self::Sqlite => "",
+        }
+    }
+
+    /// Appended to a `SELECT` that claims work shared by several instances: on PostgreSQL a
+    /// row another instance has locked is skipped instead of waited for. SQLite's single writer
+    /// makes the claim atomic without it.
+    pub const fn lock_skipping_locked(self) -> &'static str {
+        match self {
+            Self::Postgres => " FOR UPDATE SKIP LOCKED",
+            Self::Sqlite => "",
+        }
+    }
+}
+
+/// `$first, $first+1, …` for `count` values: sqlx's `Any` driver has no array binding that
+/// works on both backends, so `IN` lists are spelled out.
+pub fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Binds `values` in order, for a list made by [`placeholders`].
+pub fn bind_all<'q>(
+    mut query: Query<'q, sqlx::Any, AnyArguments<'q>>,
+    values: &'q [String],
+) -> Query<'q, sqlx::Any, AnyArguments<'q>> {
+    for value in values {
+        query = query.bind(value.as_str());
+    }
+    query
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_from_first() {
+        assert_eq!(placeholders(2, 3), "$2, $3, $4");
+        assert_eq!(placeholders(1, 0), "");
+    }
+}

@@ -1,0 +1,180 @@
+//! The transactional outbox: every change to a todo writes its event in the same transaction
+//! ([`UnitOfWork`]), and the relay publishes it from there ([`queue`], `crate::relay`).
+//!
+//! `outbox_events` is never pruned: it is the todo's audit trail (`GET /todos/{id}/events`).
+//! `outbox_queue` holds one row per event still to publish and is the only table the relay's
+//! claim reads, so a long history costs it nothing (see the migration for why it is a table of
+//! its own).
+
+pub mod queue;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use dapr_events::{TodoEventData, TodoEventType, timestamp};
+use service_kit::db::column;
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyConnection, AnyPool, Row};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// What an event carries besides its data: the business transaction it belongs to, what
+/// caused it, and the W3C trace it continues. Whoever asks for a change fills it in (the HTTP
+/// layer from the request's headers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventContext {
+    pub correlation_id: String,
+    /// The message (command or event) that caused this change, when the caller knows it.
+    pub causation_id: Option<String>,
+    pub traceparent: String,
+    pub tracestate: Option<String>,
+}
+
+/// The outbox of one service instance: starts units of work, and tells the relay when one of
+/// them committed an event.
+#[derive(Debug, Clone, Default)]
+pub struct Outbox {
+    committed: Arc<Notify>,
+}
+
+impl Outbox {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Notified after every commit that wrote an event, so the relay publishes right away
+    /// instead of at its next poll.
+    pub fn commits(&self) -> Arc<Notify> {
+        self.committed.clone()
+    }
+
+    /// Begins a transaction on `pool` in which a change and its events are written.
+    pub async fn begin(&self, pool: &AnyPool) -> Result<UnitOfWork, sqlx::Error> {
+        Ok(UnitOfWork { tx: pool.begin().await?, committed: self.committed.clone(), appended: false })
+    }
+}
+
+/// One change and its events, committed together or not at all. It dereferences to the
+/// transaction's connection for the change's own statements; committing it wakes the relay
+/// when an event was appended, so no command has to remember to.
+pub struct UnitOfWork {
+    tx: sqlx::Transaction<'static, Any>,
+    committed: Arc<Notify>,
+    appended: bool,
+}
+
+impl UnitOfWork {
+    /// Appends the event of this unit's change and queues it for the relay.
+    pub async fn append(
+        &mut self,
+        event_type: TodoEventType,
+        data: &TodoEventData,
+        context: &EventContext,
+        created_at: DateTime<Utc>,
+    ) -> Result<Uuid, sqlx::Error> {
+        let event_id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO outbox_events (event_id, todo_id, seq, event_type, topic, payload, created_at, \
+             traceparent, tracestate, correlation_id, causation_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(event_id.to_string())
+        .bind(data.todo_id.to_string())
+        .bind(data.version)
+        .bind(event_type.as_str())
+        .bind(event_type.topic())
+        .bind(serde_json::to_string(data).expect("event data serialises"))
+        .bind(timestamp::format(&created_at))
+        .bind(&context.traceparent)
+        .bind(context.tracestate.as_deref())
+        .bind(&context.correlation_id)
+        .bind(context.causation_id.as_deref())
+        .execute(&mut *self.tx)
+        .await?;
+        sqlx::query("INSERT INTO outbox_queue (event_id, todo_id, seq) VALUES ($1, $2, $3)")
+            .bind(event_id.to_string())
+            .bind(data.todo_id.to_string())
+            .bind(data.version)
+            .execute(&mut *self.tx)
+            .await?;
+        self.appended = true;
+        Ok(event_id)
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await?;
+        if self.appended {
+            self.committed.notify_one();
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for UnitOfWork {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for UnitOfWork {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+}
+
+/// An event row as stored.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub event_id: Uuid,
+    pub todo_id: Uuid,
+    pub seq: i64,
+    pub event_type: String,
+    pub topic: String,
+    /// The CloudEvent `data`, as JSON text.
+    pub payload: String,
+    pub created_at: DateTime<Utc>,
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+    pub correlation_id: String,
+    pub causation_id: Option<String>,
+    pub published_at: Option<DateTime<Utc>>,
+    pub attempts: i64,
+}
+
+const EVENT_COLUMNS: &str = "event_id, todo_id, seq, event_type, topic, payload, created_at, traceparent, \
+     tracestate, correlation_id, causation_id, published_at, attempts";
+
+impl StoredEvent {
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            event_id: column::uuid(row, "event_id")?,
+            todo_id: column::uuid(row, "todo_id")?,
+            seq: row.try_get("seq")?,
+            event_type: row.try_get("event_type")?,
+            topic: row.try_get("topic")?,
+            payload: row.try_get("payload")?,
+            created_at: column::time(row, "created_at")?,
+            traceparent: row.try_get("traceparent")?,
+            tracestate: row.try_get("tracestate")?,
+            correlation_id: row.try_get("correlation_id")?,
+            causation_id: row.try_get("causation_id")?,
+            published_at: column::optional_time(row, "published_at")?,
+            attempts: row.try_get("attempts")?,
+        })
+    }
+}
+
+/// A todo's events in order, oldest first; empty when the todo never existed.
+pub async fn history(pool: &AnyPool, todo_id: Uuid) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM outbox_events WHERE todo_id = $1 ORDER BY seq"))
+        .bind(todo_id.to_string())
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(StoredEvent::from_row).collect()
+}

@@ -1,0 +1,122 @@
+//! The queue side of the outbox, as the relay uses it: claim the publishable events (one head
+//! per todo, leased to one relay instance), then mark each published or failed.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use dapr_events::timestamp;
+use service_kit::db::dialect::{bind_all, placeholders};
+use service_kit::db::{Backend, Database};
+use sqlx::{AnyPool, Row};
+use uuid::Uuid;
+
+use super::{EVENT_COLUMNS, StoredEvent};
+
+/// Claims up to `limit` publishable events for relay instance `owner` until `lease_until_ms`.
+///
+/// Publishable means: the *oldest* queued event of its todo (the per-todo ordering guarantee:
+/// a todo's next event cannot be claimed, by any replica, until the one before it was published
+/// and left the queue), due (past its retry backoff), and not leased by a live relay. Because a
+/// change's version is assigned under the todo's row lock, a later event of a todo never commits
+/// before an earlier one, so "oldest visible" really is the oldest.
+///
+/// On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets replicas claim concurrently without waiting on
+/// each other; the lease keeps a claimed row away from others after the claim commits. SQLite
+/// has one writer at a time, so the plain statement is already atomic.
+pub async fn claim(
+    db: &Database,
+    owner: &str,
+    now_ms: i64,
+    lease_until_ms: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let claimed = sqlx::query(&claim_sql(db.backend))
+        .bind(now_ms)
+        .bind(limit)
+        .bind(owner)
+        .bind(lease_until_ms)
+        .fetch_all(&db.writer)
+        .await?;
+    if claimed.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The queue's attempt count drives the backoff; the history row's copy is for operators.
+    let attempts: HashMap<String, i64> = claimed
+        .iter()
+        .map(|row| Ok((row.try_get("event_id")?, row.try_get("attempts")?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+    let ids: Vec<String> = attempts.keys().cloned().collect();
+    let select =
+        format!("SELECT {EVENT_COLUMNS} FROM outbox_events WHERE event_id IN ({})", placeholders(1, ids.len()));
+    let rows = bind_all(sqlx::query(&select), &ids).fetch_all(&db.reader).await?;
+    let mut events = rows.iter().map(StoredEvent::from_row).collect::<Result<Vec<_>, _>>()?;
+    for event in &mut events {
+        event.attempts = attempts.get(&event.event_id.to_string()).copied().unwrap_or(event.attempts);
+    }
+    // RETURNING has no defined order; publish oldest first.
+    events.sort_by_key(|e| e.event_id);
+    Ok(events)
+}
+
+/// The claim statement; parameters: now (ms), limit, owner, lease end (ms). Public so tests and
+/// benchmarks can check its plan.
+pub fn claim_sql(backend: Backend) -> String {
+    let lock = backend.lock_skipping_locked();
+    format!(
+        "WITH claimable AS MATERIALIZED ( \
+             SELECT q.event_id FROM outbox_queue q \
+             WHERE q.next_attempt_at <= $1 \
+               AND (q.lease_expires_at IS NULL OR q.lease_expires_at <= $1) \
+               AND NOT EXISTS ( \
+                   SELECT 1 FROM outbox_queue earlier WHERE earlier.todo_id = q.todo_id AND earlier.seq < q.seq) \
+             ORDER BY q.event_id \
+             LIMIT $2{lock}) \
+         UPDATE outbox_queue SET lease_owner = $3, lease_expires_at = $4 \
+         WHERE event_id IN (SELECT event_id FROM claimable) \
+         RETURNING event_id, attempts"
+    )
+}
+
+/// Marks a round's successfully published events in one transaction: stamped in the history,
+/// removed from the queue. One commit per round rather than per event keeps the relay from
+/// competing with the API for the database.
+pub async fn mark_published(db: &Database, event_ids: &[Uuid], published_at: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    if event_ids.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = event_ids.iter().map(Uuid::to_string).collect();
+    let mut tx = db.writer.begin().await?;
+    let stamp =
+        format!("UPDATE outbox_events SET published_at = $1 WHERE event_id IN ({})", placeholders(2, ids.len()));
+    bind_all(sqlx::query(&stamp).bind(timestamp::format(&published_at)), &ids).execute(&mut *tx).await?;
+    let dequeue = format!("DELETE FROM outbox_queue WHERE event_id IN ({})", placeholders(1, ids.len()));
+    bind_all(sqlx::query(&dequeue), &ids).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Records a failed attempt and releases the lease, so the event is retried (by any replica)
+/// once `next_attempt_ms` has passed. Its todo's later events stay queued behind it.
+pub async fn mark_failed(db: &Database, event_id: Uuid, next_attempt_ms: i64, error: &str) -> Result<(), sqlx::Error> {
+    let mut tx = db.writer.begin().await?;
+    sqlx::query(
+        "UPDATE outbox_queue SET attempts = attempts + 1, next_attempt_at = $1, lease_owner = NULL, \
+         lease_expires_at = NULL WHERE event_id = $2",
+    )
+    .bind(next_attempt_ms)
+    .bind(event_id.to_string())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE outbox_events SET attempts = attempts + 1, last_error = $1 WHERE event_id = $2")
+        .bind(error)
+        .bind(event_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Number of events not yet published (for logs and tests).
+pub async fn pending_count(pool: &AnyPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM outbox_queue").fetch_one(pool).await
+}
