@@ -20,7 +20,7 @@ help:
 	@echo "make bench-write  POST /todos throughput and latency vs a bare insert (release)"
 	@echo "make bench-relay  outbox claim latency with a million published rows (release)"
 	@echo "make images       container images of the three services ($(IMAGE_REPO)/<service>:$(IMAGE_TAG))"
-	@echo "make lint         rustfmt check and clippy with warnings as errors"
+	@echo "make lint         rustfmt check, clippy with warnings as errors, and no unused dependency (cargo-machete)"
 
 ensure-rust:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
@@ -88,6 +88,7 @@ bench-relay: ensure-rust
 lint: ensure-rust
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
+	scripts/check-unused-deps.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use dapr_events::DaprPublisher;
-use service_kit::db::{Database, DbError, Migrations};
-use service_kit::env::ConfigError;
+use service_kit::db::{Database, Migrations};
+use service_kit::startup::{self, StartError};
 use service_kit::{health, problem, telemetry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -21,17 +21,6 @@ use crate::dead_letters::{self, DeadLetters};
 use crate::handler::EventHandler;
 use crate::settings::ConsumerSettings;
 use crate::{deliveries, metrics};
-
-/// Why a consumer could not start, or stopped serving.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Database(#[from] DbError),
-    #[error("serving HTTP: {0}")]
-    Io(#[from] std::io::Error),
-}
 
 /// A consumer connected to its database and bound to its port, before its routes exist.
 pub struct Consumer {
@@ -103,7 +92,7 @@ impl ConsumerApp {
     /// included, so daprd gets its answer) and closes the database.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartError> {
         tracing::info!(addr = %self.local_addr(), "{} service listening", self.name);
-        telemetry::serve(self.listener, self.router, shutdown).await?;
+        startup::serve(self.listener, self.router, shutdown).await?;
         self.db.close().await;
         tracing::info!("{} service stopped", self.name);
         Ok(())

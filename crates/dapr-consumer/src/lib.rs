@@ -25,6 +25,6 @@ pub mod settings;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use app::{Consumer, ConsumerApp, StartError};
+pub use app::{Consumer, ConsumerApp};
 pub use handler::{EventHandler, Refusal};
 pub use settings::ConsumerSettings;

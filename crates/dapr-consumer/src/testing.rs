@@ -8,25 +8,27 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::app::ConsumerApp;
+use service_kit::testing::TestDb;
 
-/// A consumer app serving in a task of the test's runtime; stopped gracefully by
-/// [`Running::stop`], cancelled when dropped.
+/// A consumer app serving in a task of the test's runtime, on a database of its own (dropped
+/// with it); stopped gracefully by [`Running::stop`], cancelled when dropped.
 pub struct Running {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
     task: Option<JoinHandle<()>>,
+    _database: TestDb,
 }
 
 impl Running {
-    pub fn spawn(app: ConsumerApp) -> Self {
+    pub fn spawn(app: ConsumerApp, database: TestDb) -> Self {
         let addr = app.local_addr();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn({
             let shutdown = shutdown.clone();
             async move { app.run_until_stopped(shutdown).await.expect("the app runs") }
         });
-        Self { addr, http: reqwest::Client::new(), shutdown, task: Some(task) }
+        Self { addr, http: reqwest::Client::new(), shutdown, task: Some(task), _database: database }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -47,11 +49,31 @@ impl Running {
         answer.expect("an answer has a status")
     }
 
+    /// `GET path`: the status and the JSON body (`null` when there is none).
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self.http.get(self.url(path)).send().await.expect("the app answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
             task.await.unwrap();
         }
+    }
+}
+
+/// The environment every consumer test starts from: a free port on loopback, the test's own
+/// database, and a Dapr endpoint nothing listens on (a test that needs a sidecar starts one and
+/// sets `DAPR_HTTP_ENDPOINT` itself).
+pub fn test_env(name: &str, database: &TestDb) -> Option<String> {
+    match name {
+        "APP_PORT" => Some("0".into()),
+        "APP_HOST" => Some("127.0.0.1".into()),
+        "DATABASE_URL" => Some(database.url.clone()),
+        "DAPR_HTTP_ENDPOINT" => Some("http://127.0.0.1:9".into()),
+        _ => None,
     }
 }
 

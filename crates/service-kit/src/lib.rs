@@ -2,14 +2,15 @@
 //! `dapr-consumer`): the database ([`db`]: SQLite or PostgreSQL by URL, embedded migrations,
 //! the per-backend SQL in [`db::dialect`]), RFC 9457 problem responses ([`problem`]), keyset
 //! pagination ([`pagination`]), configuration from the environment ([`env`]), health and
-//! readiness ([`health`]), logging, request spans, serving and graceful shutdown
-//! ([`telemetry`]).
+//! readiness ([`health`]), logging and request spans ([`telemetry`]), start-up errors, serving
+//! and graceful shutdown ([`startup`]).
 
 pub mod db;
 pub mod env;
 pub mod health;
 pub mod pagination;
 pub mod problem;
+pub mod startup;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

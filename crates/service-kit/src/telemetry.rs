@@ -1,5 +1,4 @@
-//! Structured logging through `tracing`, a span per HTTP request, and the signals that stop a
-//! service.
+//! Structured logging through `tracing`, and a span per HTTP request.
 
 use axum::Router;
 use axum::extract::Request;
@@ -15,29 +14,6 @@ pub fn init(json: bool) {
     let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
 }
 
-/// Resolves on Ctrl-C or SIGTERM (what Kubernetes and `dapr run` send).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
-    }
-    tracing::info!("shutdown requested");
-}
-
 /// Wraps every route of `router` in a `request` span (method, path, and a `correlation_id`
 /// field a service records once it knows it), with tower-http's request and response events.
 pub fn with_request_spans(router: Router) -> Router {
@@ -49,14 +25,4 @@ pub fn with_request_spans(router: Router) -> Router {
             correlation_id = tracing::field::Empty,
         )
     }))
-}
-
-/// Serves `router` on `listener` until `shutdown`; then stops accepting and lets in-flight
-/// requests finish (a delivery in flight gets its answer to daprd).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }

@@ -1,8 +1,9 @@
 //! Building the analytics service: the consumer framework (`crates/dapr-consumer`) with the
 //! projection as its event handler, the analytics API, and the rebuild among its admin routes.
 
-use dapr_consumer::{Consumer, ConsumerApp, StartError};
+use dapr_consumer::{Consumer, ConsumerApp};
 use service_kit::db::Migrations;
+use service_kit::startup::StartError;
 
 use crate::config::Settings;
 use crate::projection::Projection;

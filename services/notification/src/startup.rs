@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use axum::Router;
-use dapr_consumer::{Consumer, ConsumerApp, StartError};
+use dapr_consumer::{Consumer, ConsumerApp};
 use service_kit::db::Migrations;
 use service_kit::env::ConfigError;
+use service_kit::startup::StartError;
 
 use crate::api;
 use crate::config::Settings;

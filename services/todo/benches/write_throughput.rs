@@ -17,6 +17,11 @@
 //! Load generator, service and stub share the process and the machine, so absolute figures are
 //! a lower bound; the todo/baseline ratio is the figure to compare across changes.
 
+#[path = "support/scratch.rs"]
+mod scratch;
+
+use scratch::{Scratch, env_number as number, redact};
+
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
@@ -29,9 +34,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use reqwest::Url;
 use service_kit::db::{Backend, Database};
-use sqlx::Connection;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -81,12 +84,6 @@ struct Config {
 
 impl Config {
     fn from_env() -> anyhow::Result<Self> {
-        let number = |name: &str, default: usize| -> anyhow::Result<usize> {
-            match std::env::var(name) {
-                Ok(raw) => raw.trim().parse().with_context(|| format!("{name}={raw:?} is not a number")),
-                Err(_) => Ok(default),
-            }
-        };
         let config = Self {
             requests: number("BENCH_REQUESTS", 5000)?,
             concurrency: number("BENCH_CONCURRENCY", 32)?,
@@ -560,94 +557,4 @@ impl Report {
 
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
-}
-
-// ---------------------------------------------------------------------------------------------
-// Scratch databases (the same helper as in relay_claim.rs; bench targets share no module)
-// ---------------------------------------------------------------------------------------------
-
-/// Where fresh databases come from, and what to remove afterwards.
-enum Scratch {
-    Sqlite { dir: std::path::PathBuf },
-    Postgres { admin_url: Url, created: Vec<String> },
-}
-
-impl Scratch {
-    fn sqlite() -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("todo-bench-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Self::Sqlite { dir })
-    }
-
-    /// Checks the server answers (within 5 s) before anything is created on it.
-    async fn postgres(admin_url: &str) -> anyhow::Result<Self> {
-        let admin_url = Url::parse(admin_url).context("BENCH_POSTGRES_URL is not a URL")?;
-        let connect = sqlx::PgConnection::connect(admin_url.as_str());
-        let conn = tokio::time::timeout(Duration::from_secs(5), connect).await.context("connection timed out")??;
-        conn.close().await?;
-        Ok(Self::Postgres { admin_url, created: Vec::new() })
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Self::Sqlite { .. } => "sqlite",
-            Self::Postgres { .. } => "postgres",
-        }
-    }
-
-    /// The URL of a new, empty database.
-    async fn fresh_database(&mut self, label: &str) -> anyhow::Result<String> {
-        match self {
-            Self::Sqlite { dir } => Ok(format!("sqlite://{}", dir.join(format!("{label}.db")).display())),
-            Self::Postgres { admin_url, created } => {
-                let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
-                admin_execute(admin_url, &format!("CREATE DATABASE {name}")).await?;
-                created.push(name.clone());
-                let mut url = admin_url.clone();
-                url.set_path(&format!("/{name}"));
-                Ok(url.to_string())
-            }
-        }
-    }
-
-    /// Best effort: a failure is reported, not fatal.
-    async fn cleanup(&mut self) {
-        match self {
-            Self::Sqlite { dir } => {
-                if let Err(error) = std::fs::remove_dir_all(&*dir) {
-                    println!("warning: could not remove {}: {error}", dir.display());
-                }
-            }
-            Self::Postgres { admin_url, created } => {
-                for name in created.drain(..) {
-                    // FORCE: a pool that did not close cleanly must not keep the database alive.
-                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    if let Err(error) = admin_execute(admin_url, &drop).await {
-                        println!("warning: could not drop database {name}: {error:#}");
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Runs one statement that cannot run in a transaction (CREATE/DROP DATABASE).
-async fn admin_execute(admin_url: &Url, sql: &str) -> anyhow::Result<()> {
-    let mut conn = sqlx::PgConnection::connect(admin_url.as_str()).await.context("connecting to PostgreSQL")?;
-    sqlx::raw_sql(sql).execute(&mut conn).await.with_context(|| format!("running {sql:?}"))?;
-    conn.close().await?;
-    Ok(())
-}
-
-/// The URL without its password, for printing.
-fn redact(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut parsed) => {
-            if parsed.password().is_some() {
-                let _ = parsed.set_password(Some("***"));
-            }
-            parsed.to_string()
-        }
-        Err(_) => "<BENCH_POSTGRES_URL>".into(),
-    }
 }

@@ -1,22 +1,11 @@
 use anyhow::Context;
-use service_kit::telemetry;
-use todo::config::Settings;
-use todo::startup::Application;
-use tokio_util::sync::CancellationToken;
+use service_kit::{startup, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = Settings::from_env().context("reading configuration from the environment")?;
+    let settings = todo::config::Settings::from_env().context("reading configuration from the environment")?;
     telemetry::init(settings.log_json);
-    let app = Application::build(settings).await.context("starting the todo service")?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            telemetry::shutdown_signal().await;
-            shutdown.cancel();
-        }
-    });
-    app.run_until_stopped(shutdown).await.context("running the todo service")?;
+    let app = todo::startup::Application::build(settings).await.context("starting the todo service")?;
+    app.run_until_stopped(startup::shutdown_on_signal()).await.context("running the todo service")?;
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use dapr_events::{DaprPublisher, PublisherConfig};
 use service_kit::db::{Database, DbError, Migrations};
 use service_kit::env::ConfigError;
+use service_kit::startup::StartError;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -21,19 +22,6 @@ static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
 
 pub const MIGRATIONS: Migrations = Migrations { sqlite: &[&SQLITE], postgres: &[&POSTGRES] };
-
-/// Why the service could not start, or stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Database(#[from] DbError),
-    #[error("serving HTTP: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the outbox relay stopped unexpectedly: {0}")]
-    RelayStopped(String),
-}
 
 /// Connects (creating a SQLite file on first start) and runs the migrations.
 pub async fn connect_database(url: &str, max_connections: u32) -> Result<Database, DbError> {
@@ -121,7 +109,7 @@ impl Application {
         db.close().await;
         if let Some(failure) = relay_failure {
             tracing::error!(%failure, "the relay stopped unexpectedly; the service stops too");
-            return Err(StartError::RelayStopped(failure));
+            return Err(StartError::TaskStopped { task: "the outbox relay", reason: failure });
         }
         tracing::info!("todo service stopped");
         Ok(())

@@ -7,7 +7,9 @@ use service_kit::testing::TempDir;
 use service_kit::testing::daprd::{self, Daprd};
 use uuid::Uuid;
 
-use crate::helpers::{ADMIN_TOKEN, Backend, DEADLINE, Options, TestApp, WebhookReceiver, eventually, todo_event};
+use crate::helpers::{
+    ADMIN_TOKEN, Backend, DEADLINE, Options, TestApp, WebhookReceiver, eventually, notifications, spawn, todo_event,
+};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -30,10 +32,10 @@ async fn parked_gauge(app: &TestApp) -> String {
 }
 
 async fn the_admin_api_needs_its_token(backend: Backend) {
-    let disabled = TestApp::spawn(backend, Options::default()).await;
+    let disabled = spawn(backend, Options::default()).await;
     assert_eq!(admin_get(&disabled, "/admin/dead-letters").await.status(), 403, "no ADMIN_TOKEN: the admin API is off");
     disabled.stop().await;
-    let app = TestApp::spawn(backend, Options { admin_token: Some(ADMIN_TOKEN), ..Options::default() }).await;
+    let app = spawn(backend, Options { admin_token: Some(ADMIN_TOKEN), ..Options::default() }).await;
     let anonymous = app.http.get(app.url("/admin/dead-letters")).send().await.unwrap();
     assert_eq!(anonymous.status(), 401);
     assert_eq!(anonymous.headers()["content-type"], "application/problem+json");
@@ -44,7 +46,7 @@ async fn the_admin_api_needs_its_token(backend: Backend) {
 }
 
 async fn dead_letters_are_stored_listed_and_discarded(backend: Backend) {
-    let app = TestApp::spawn(backend, Options { admin_token: Some(ADMIN_TOKEN), ..Options::default() }).await;
+    let app = spawn(backend, Options { admin_token: Some(ADMIN_TOKEN), ..Options::default() }).await;
     let mut poison = todo_event("todos.task.created", Uuid::now_v7(), "ada", "t", 1, 1);
     poison["data"]["version"] = json!(0);
     assert_eq!(app.deliver(&poison).await, "DROP");
@@ -86,7 +88,7 @@ async fn a_dropped_event_is_dead_lettered_then_replayed_after_the_fix(backend: B
     receiver.answer_next([StatusCode::UNPROCESSABLE_ENTITY]);
     // The sidecar's port first: the app publishes replays to it, and it delivers to the app.
     let sidecar_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let app = TestApp::spawn(
+    let app = spawn(
         backend,
         Options {
             admin_token: Some(ADMIN_TOKEN),
@@ -140,7 +142,11 @@ async fn a_dropped_event_is_dead_lettered_then_replayed_after_the_fix(backend: B
     .await;
     assert_eq!(receiver.calls()[1].1["message"], "New todo: Call the bank");
     assert!(parked_gauge(&app).await.ends_with(" 0"));
-    assert_eq!(app.notifications("userId=ada").await["items"].as_array().unwrap().len(), 1, "one in-app notification");
+    assert_eq!(
+        notifications(&app, "userId=ada").await["items"].as_array().unwrap().len(),
+        1,
+        "one in-app notification"
+    );
 
     sidecar.stop().await;
     // With the sidecar gone a replay cannot publish: it says so and the letter stays parked.

@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{Backend, Options, TestApp, todo_event};
+use crate::helpers::{Backend, Options, notifications, spawn, todo_event};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -15,7 +15,7 @@ on_both_backends!(
 );
 
 async fn subscribe_names_every_topic_with_a_dead_letter_topic(backend: Backend) {
-    let app = TestApp::spawn(backend, Options::default()).await;
+    let app = spawn(backend, Options::default()).await;
     let subscriptions: Value = app.http.get(app.url("/dapr/subscribe")).send().await.unwrap().json().await.unwrap();
     assert_eq!(
         subscriptions,
@@ -35,7 +35,7 @@ async fn subscribe_names_every_topic_with_a_dead_letter_topic(backend: Backend) 
 }
 
 async fn created_and_completed_notify_once_in_change_order(backend: Backend) {
-    let app = TestApp::spawn(backend, Options::default()).await;
+    let app = spawn(backend, Options::default()).await;
     let todo = Uuid::now_v7();
     let created = todo_event("todos.task.created", todo, "ada", "Write notes", 1, 1);
     let completed = todo_event("todos.task.completed", todo, "ada", "Write notes", 2, 5);
@@ -43,14 +43,14 @@ async fn created_and_completed_notify_once_in_change_order(backend: Backend) {
     for event in [&completed, &created, &completed, &created] {
         assert_eq!(app.deliver(event).await, "SUCCESS");
     }
-    let listed = app.notifications("userId=ada").await;
+    let listed = notifications(&app, "userId=ada").await;
     let items = listed["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "one notification per event: {listed}");
     assert_eq!(items[0]["kind"], "completed", "newest change first, whatever the arrival order");
     assert_eq!(items[0]["message"], "Completed: Write notes");
     assert_eq!(items[1]["kind"], "created");
     assert_eq!(items[1]["eventId"], created["id"]);
-    assert_eq!(app.notifications("userId=someone-else").await["items"], json!([]));
+    assert_eq!(notifications(&app, "userId=someone-else").await["items"], json!([]));
 
     let id = items[1]["id"].as_str().unwrap();
     let read = app.http.post(app.url(&format!("/notifications/{id}/read"))).send().await.unwrap();
@@ -60,21 +60,21 @@ async fn created_and_completed_notify_once_in_change_order(backend: Backend) {
     let again: Value =
         app.http.post(app.url(&format!("/notifications/{id}/read"))).send().await.unwrap().json().await.unwrap();
     assert_eq!(again["readAt"], first_read["readAt"], "reading twice keeps the first time");
-    let unread = app.notifications("userId=ada&unread=true").await;
+    let unread = notifications(&app, "userId=ada&unread=true").await;
     assert_eq!(unread["items"].as_array().unwrap().len(), 1);
     assert_eq!(unread["items"][0]["kind"], "completed");
 
-    let first_page = app.notifications("userId=ada&limit=1").await;
+    let first_page = notifications(&app, "userId=ada&limit=1").await;
     assert_eq!(first_page["items"][0]["kind"], "completed");
     let cursor = first_page["nextCursor"].as_str().expect("a next page");
-    let second_page = app.notifications(&format!("userId=ada&limit=1&cursor={cursor}")).await;
+    let second_page = notifications(&app, &format!("userId=ada&limit=1&cursor={cursor}")).await;
     assert_eq!(second_page["items"][0]["kind"], "created");
     assert_eq!(second_page["nextCursor"], Value::Null);
     app.stop().await;
 }
 
 async fn poison_is_dropped_and_other_events_are_ignored(backend: Backend) {
-    let app = TestApp::spawn(backend, Options::default()).await;
+    let app = spawn(backend, Options::default()).await;
     let todo = Uuid::now_v7();
     let mut wrong_version = todo_event("todos.task.created", todo, "ada", "t", 1, 1);
     wrong_version["dataschema"] = json!("https://dapr-todo.example/schemas/events/todos.task.created/v2.json");
@@ -90,12 +90,12 @@ async fn poison_is_dropped_and_other_events_are_ignored(backend: Backend) {
     assert_eq!((status, answer.as_deref()), (200, Some("DROP")));
     let updated = todo_event("todos.task.updated", todo, "ada", "t", 2, 2);
     assert_eq!(app.deliver(&updated).await, "SUCCESS", "an event not worth telling is acknowledged");
-    assert_eq!(app.notifications("userId=ada").await["items"], json!([]));
+    assert_eq!(notifications(&app, "userId=ada").await["items"], json!([]));
     app.stop().await;
 }
 
 async fn the_sidecar_routes_need_the_app_token(backend: Backend) {
-    let app = TestApp::spawn(backend, Options { app_token: Some("app-secret"), ..Options::default() }).await;
+    let app = spawn(backend, Options { app_token: Some("app-secret"), ..Options::default() }).await;
     let event = todo_event("todos.task.created", Uuid::now_v7(), "ada", "t", 1, 1);
     let (status, _) = app.deliver_raw("todos.task.created", event.to_string(), None).await;
     assert_eq!(status, 401);
@@ -109,7 +109,7 @@ async fn the_sidecar_routes_need_the_app_token(backend: Backend) {
     let dead_letter =
         app.http.post(app.url("/dead-letters/todos.task.created")).body(event.to_string()).send().await.unwrap();
     assert_eq!(dead_letter.status(), 401);
-    assert_eq!(app.notifications("userId=ada").await["items"], json!([]), "nothing was processed");
+    assert_eq!(notifications(&app, "userId=ada").await["items"], json!([]), "nothing was processed");
     let (status, answer) = app.deliver_raw("todos.task.created", event.to_string(), Some("app-secret")).await;
     assert_eq!((status, answer.as_deref()), (200, Some("SUCCESS")));
     let subscribed =
@@ -122,7 +122,7 @@ async fn the_sidecar_routes_need_the_app_token(backend: Backend) {
 }
 
 async fn the_api_validates_its_input(backend: Backend) {
-    let app = TestApp::spawn(backend, Options::default()).await;
+    let app = spawn(backend, Options::default()).await;
     for (query, field) in [
         ("", "userId"),
         ("userId=a%20b", "userId"),

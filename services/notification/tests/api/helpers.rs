@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use dapr_consumer::testing::Running;
 use notification::config::Settings;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-pub use dapr_consumer::testing::todo_event;
+use dapr_consumer::testing::test_env;
+
+pub use dapr_consumer::testing::{Running as TestApp, todo_event};
 pub use service_kit::testing::{Backend, DEADLINE, TestDb, eventually};
 
 pub const ADMIN_TOKEN: &str = "admin-secret";
@@ -25,50 +26,25 @@ pub struct Options {
     pub dapr_endpoint: Option<String>,
 }
 
-pub struct TestApp {
-    pub app: Running,
-    _test_db: TestDb,
+pub async fn spawn(backend: Backend, options: Options) -> TestApp {
+    let test_db = TestDb::new(backend).await;
+    let settings = Settings::from_lookup(|name| match name {
+        "APP_API_TOKEN" => options.app_token.map(str::to_owned),
+        "ADMIN_TOKEN" => options.admin_token.map(str::to_owned),
+        "NOTIFY_WEBHOOK_URL" => options.webhook_url.clone(),
+        "NOTIFY_WEBHOOK_TIMEOUT_MS" => Some("500".into()),
+        "DAPR_HTTP_ENDPOINT" if options.dapr_endpoint.is_some() => options.dapr_endpoint.clone(),
+        _ => test_env(name, &test_db),
+    })
+    .expect("test settings are valid");
+    TestApp::spawn(notification::startup::build(settings).await.expect("the app starts"), test_db)
 }
 
-impl TestApp {
-    pub async fn spawn(backend: Backend, options: Options) -> Self {
-        let test_db = TestDb::new(backend).await;
-        let url = test_db.url.clone();
-        let settings = Settings::from_lookup(move |name| match name {
-            "APP_PORT" => Some("0".into()),
-            "APP_HOST" => Some("127.0.0.1".into()),
-            "DATABASE_URL" => Some(url.clone()),
-            "APP_API_TOKEN" => options.app_token.map(str::to_owned),
-            "ADMIN_TOKEN" => options.admin_token.map(str::to_owned),
-            "NOTIFY_WEBHOOK_URL" => options.webhook_url.clone(),
-            "NOTIFY_WEBHOOK_TIMEOUT_MS" => Some("500".into()),
-            // Nothing listens there unless a test starts a sidecar.
-            "DAPR_HTTP_ENDPOINT" => Some(options.dapr_endpoint.clone().unwrap_or_else(|| "http://127.0.0.1:9".into())),
-            _ => None,
-        })
-        .expect("test settings are valid");
-        let app = notification::startup::build(settings).await.expect("the app starts");
-        Self { app: Running::spawn(app), _test_db: test_db }
-    }
-
-    pub async fn notifications(&self, query: &str) -> Value {
-        let response = self.http.get(self.url(&format!("/notifications?{query}"))).send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        response.json().await.unwrap()
-    }
-
-    pub async fn stop(self) {
-        self.app.stop().await
-    }
-}
-
-/// The running app's own helpers (`url`, `http`, `deliver`, …).
-impl std::ops::Deref for TestApp {
-    type Target = Running;
-
-    fn deref(&self) -> &Running {
-        &self.app
-    }
+/// `GET /notifications?{query}`, which must answer 200.
+pub async fn notifications(app: &TestApp, query: &str) -> Value {
+    let (status, body) = app.get_json(&format!("/notifications?{query}")).await;
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 /// A webhook receiver that answers from a script (then 200) and records every call.

@@ -60,3 +60,47 @@ impl Todos {
         Ok(events)
     }
 }
+
+/// The compiler cannot keep the domain free of the web layer while both live in one crate
+/// (one crate per service, and the HTTP layer needs axum), so this test does: no file of the
+/// domain (`todos/`) or below it (`outbox/`, `relay.rs`) names the HTTP layer or axum.
+#[cfg(test)]
+mod layering {
+    use std::path::{Path, PathBuf};
+
+    const FORBIDDEN: [&str; 4] = ["crate::http", "axum", "tower_http", "::http::"];
+
+    fn rust_files(path: &Path, found: &mut Vec<PathBuf>) {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(path).expect("a readable source directory") {
+                rust_files(&entry.expect("a directory entry").path(), found);
+            }
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.push(path.to_owned());
+        }
+    }
+
+    #[test]
+    fn the_domain_does_not_import_the_http_layer() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        for below in ["todos", "outbox", "relay.rs"] {
+            rust_files(&src.join(below), &mut files);
+        }
+        assert!(files.len() >= 8, "the domain's files were not found under {}", src.display());
+        let mut offences = Vec::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file).expect("a readable source file");
+            // This module names the forbidden paths itself; its own lines are not imports, and
+            // neither are comments.
+            let code = text.split("#[cfg(test)]\nmod layering").next().unwrap_or(&text);
+            for (number, line) in code.lines().enumerate() {
+                let is_comment = line.trim_start().starts_with("//");
+                if !is_comment && FORBIDDEN.iter().any(|forbidden| line.contains(forbidden)) {
+                    offences.push(format!("{}:{}: {}", file.display(), number + 1, line.trim()));
+                }
+            }
+        }
+        assert!(offences.is_empty(), "the domain imports the HTTP layer:\n{}", offences.join("\n"));
+    }
+}
