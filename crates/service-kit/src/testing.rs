@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 pub mod daprd;
 
+use crate::db::dialect::Backend;
 use crate::db::{Database, Migrations};
 
 /// Runs each listed test (an `async fn(Backend)`) once on SQLite and once on PostgreSQL.
@@ -18,19 +19,13 @@ macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name($crate::testing::Backend::Sqlite).await } )*
+               async fn $name() { super::$name($crate::db::dialect::Backend::Sqlite).await } )*
         }
         mod postgres {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name($crate::testing::Backend::Postgres).await } )*
+               async fn $name() { super::$name($crate::db::dialect::Backend::Postgres).await } )*
         }
     };
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
 }
 
 pub const DEADLINE: Duration = Duration::from_secs(20);

@@ -25,7 +25,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use dapr_events::TodoEventType;
-use service_kit::db::{Backend, Database};
+use service_kit::db::Database;
+use service_kit::db::dialect::Backend;
 use sqlx::Row;
 
 const CLAIM_LIMIT: i64 = 100;

@@ -7,8 +7,6 @@
 pub mod column;
 pub mod dialect;
 
-pub use dialect::Backend;
-
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -17,6 +15,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
 use sqlx::migrate::Migrator;
+
+use self::dialect::Backend;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {

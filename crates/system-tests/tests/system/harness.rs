@@ -11,10 +11,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use serde_json::Value;
+use service_kit::db::dialect::Backend;
 use service_kit::testing::daprd::{self, Daprd};
-use service_kit::testing::{Backend, TempDir, TestDb};
+use service_kit::testing::{TempDir, TestDb};
 
-pub use service_kit::testing::Backend as DbBackend;
+pub use service_kit::db::dialect::Backend as DbBackend;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 

@@ -5,7 +5,8 @@ use analytics::config::Settings;
 use dapr_consumer::testing::test_env;
 
 pub use dapr_consumer::testing::{Running as TestApp, todo_event};
-pub use service_kit::testing::{Backend, TestDb};
+pub use service_kit::db::dialect::Backend;
+pub use service_kit::testing::TestDb;
 
 pub const ADMIN_TOKEN: &str = "admin-secret";
 

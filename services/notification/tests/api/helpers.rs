@@ -14,7 +14,8 @@ use tokio::task::JoinHandle;
 use dapr_consumer::testing::test_env;
 
 pub use dapr_consumer::testing::{Running as TestApp, todo_event};
-pub use service_kit::testing::{Backend, DEADLINE, TestDb, eventually};
+pub use service_kit::db::dialect::Backend;
+pub use service_kit::testing::{DEADLINE, TestDb, eventually};
 
 pub const ADMIN_TOKEN: &str = "admin-secret";
 

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use dapr_events::timestamp;
+use service_kit::db::Database;
+use service_kit::db::dialect::Backend;
 use service_kit::db::dialect::{bind_all, placeholders};
-use service_kit::db::{Backend, Database};
 use sqlx::{AnyPool, Row};
 use uuid::Uuid;
 

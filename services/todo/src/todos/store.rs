@@ -3,7 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use dapr_events::{TodoStatus, timestamp};
-use service_kit::db::{Backend, column};
+use service_kit::db::column;
+use service_kit::db::dialect::Backend;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;

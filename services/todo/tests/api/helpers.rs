@@ -23,7 +23,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use service_kit::testing::{Backend, DEADLINE, TestDb, eventually};
+pub use service_kit::db::dialect::Backend;
+pub use service_kit::testing::{DEADLINE, TestDb, eventually};
 
 /// One publish request as the stand-in sidecar received it.
 #[derive(Debug, Clone)]

@@ -1,7 +1,7 @@
 //! The transactional outbox: one event row per change, written atomically with the change.
 
 use serde_json::{Value, json};
-use service_kit::db::Backend as DbBackend;
+use service_kit::db::dialect::Backend as DbBackend;
 use sqlx::Row;
 
 use crate::helpers::{Backend, DEADLINE, SendJson, TestApp, eventually};
