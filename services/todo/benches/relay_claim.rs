@@ -5,7 +5,7 @@
 //! the claim reads only `outbox_queue` (one row per unpublished event) to make that true, even
 //! when the planner's statistics predate a backlog. For SQLite (a temp file) and PostgreSQL (fresh databases on `BENCH_POSTGRES_URL`,
 //! default `postgres://postgres@127.0.0.1:5432/postgres`, dropped at the end) it times
-//! `outbox::claim` of 100 events, then marks them published, 10 rounds, on:
+//! `outbox::queue::claim` of 100 events, then marks them published, 10 rounds, on:
 //!
 //! - a database with `BENCH_PUBLISHED_ROWS` (default 1,000,000) published rows, analysed, then
 //!   `BENCH_PENDING_ROWS` (default 1,000) pending ones: the statistics predate the queue, as
@@ -150,7 +150,7 @@ fn print_summary(results: &[Scenario]) {
         );
     }
     println!(
-        "(mean/min/max: one `outbox::claim` of {CLAIM_LIMIT}, {ROUNDS} rounds; mark: one `mark_published` of the \
+        "(mean/min/max: one `outbox::queue::claim` of {CLAIM_LIMIT}, {ROUNDS} rounds; mark: one `mark_published` of the \
          {CLAIM_LIMIT} after each claim, mean per round)"
     );
 }
@@ -225,7 +225,7 @@ fn pg_uuid(number: &str, variant: &str) -> String {
     format!("(lpad(to_hex({number}), 8, '0') || '-0000-7000-{variant}-' || lpad(to_hex({number}), 12, '0'))")
 }
 
-/// One new todo's first event each, as `outbox::append` writes them: real UUIDv7 event ids.
+/// One new todo's first event each, as `outbox::UnitOfWork::append` writes them: real UUIDv7 event ids.
 async fn insert_pending(db: &Database, rows: usize) -> anyhow::Result<()> {
     let mut tx = db.writer.begin().await?;
     for _ in 0..rows {
@@ -321,7 +321,7 @@ async fn time_claims(db: &Database) -> anyhow::Result<Claims> {
 // Query plans
 // ---------------------------------------------------------------------------------------------
 
-/// The relay's own claim statement (`outbox::claim_sql`) with literals for its parameters, so
+/// The relay's own claim statement (`outbox::queue::claim_sql`) with literals for its parameters, so
 /// EXPLAIN needs no binds. EXPLAIN does not run it.
 fn claim_statement(backend: Backend, now_ms: i64) -> String {
     todo::outbox::queue::claim_sql(backend)
