@@ -38,7 +38,7 @@ impl Todos {
         store::get(&self.db.reader, id).await?.ok_or(TodoError::NotFound(id))
     }
 
-    /// Newest first, one page; `filter.before` and `filter.limit` come from `page`.
+    /// The todos of `user_id` (or everyone), in `status` (or any), newest first: one page.
     pub async fn list(
         &self,
         user_id: Option<String>,
