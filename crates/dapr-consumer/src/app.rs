@@ -68,6 +68,7 @@ impl Consumer {
             .method_not_allowed_fallback(problem::method_not_allowed);
         ConsumerApp {
             name: settings.app_id.clone(),
+            grace: settings.shutdown_grace,
             db: self.db,
             listener: self.listener,
             router: telemetry::with_request_spans(router),
@@ -78,6 +79,7 @@ impl Consumer {
 /// A consumer ready to serve.
 pub struct ConsumerApp {
     name: String,
+    grace: std::time::Duration,
     db: Database,
     listener: TcpListener,
     router: Router,
@@ -89,11 +91,12 @@ impl ConsumerApp {
     }
 
     /// Serves until `shutdown`; then stops accepting, finishes in-flight requests (deliveries
-    /// included, so daprd gets its answer) and closes the database.
+    /// included, so daprd gets its answer) within the shutdown grace period, and closes the
+    /// database.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartError> {
         tracing::info!(addr = %self.local_addr(), "{} service listening", self.name);
-        startup::serve(self.listener, self.router, shutdown).await?;
-        self.db.close().await;
+        startup::serve(self.listener, self.router, shutdown, self.grace).await?;
+        startup::close_database(&self.db).await;
         tracing::info!("{} service stopped", self.name);
         Ok(())
     }

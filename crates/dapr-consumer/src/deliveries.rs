@@ -22,6 +22,7 @@ use dapr_events::TodoEventType;
 use dapr_events::delivery::{self, Poison};
 use dapr_events::subscription::{self, DeliveryStatus, Subscription};
 use serde_json::Value;
+use service_kit::db::run_to_completion;
 use service_kit::problem::PathText;
 
 use crate::dead_letters::DeadLetters;
@@ -59,7 +60,14 @@ async fn subscribe<H: EventHandler>(State(deliveries): State<Deliveries<H>>) -> 
 async fn deliver<H: EventHandler>(State(deliveries): State<Deliveries<H>>, body: Bytes) -> Answer {
     let refusal = match delivery::read_todo_event(&body) {
         Err(Poison(reason)) => Refusal::Drop(reason),
-        Ok(event) => match deliveries.handler.handle(&event).await {
+        // To its end even if daprd gives up waiting and closes the connection: a unit of work
+        // is never abandoned half-way (see `service_kit::db::run_to_completion`).
+        Ok(event) => match run_to_completion({
+            let handler = deliveries.handler.clone();
+            async move { handler.handle(&event).await }
+        })
+        .await
+        {
             Ok(()) => return Answer(DeliveryStatus::Success),
             Err(refusal) => refusal,
         },

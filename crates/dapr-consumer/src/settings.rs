@@ -29,6 +29,8 @@ pub struct ConsumerSettings {
     pub admin_token: Option<String>,
     /// `LOG_FORMAT`: `json` or `text` (default).
     pub log_json: bool,
+    /// `SHUTDOWN_GRACE_MS` (default 20000): how long in-flight requests may run on after SIGTERM.
+    pub shutdown_grace: Duration,
 }
 
 impl ConsumerSettings {
@@ -53,6 +55,7 @@ impl ConsumerSettings {
             pubsub_name: env.get("PUBSUB_NAME").unwrap_or_else(|| "pubsub".into()),
             admin_token: env.get("ADMIN_TOKEN"),
             log_json: env.log_json()?,
+            shutdown_grace: env.shutdown_grace()?,
         })
     }
 

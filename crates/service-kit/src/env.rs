@@ -47,6 +47,13 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         }
     }
 
+    /// `SHUTDOWN_GRACE_MS` (default 20000): how long after SIGTERM a service lets in-flight work
+    /// finish before it exits anyway. Below Kubernetes' default `terminationGracePeriodSeconds`
+    /// (30 s), so the service exits on its own terms before the kubelet kills it.
+    pub fn shutdown_grace(&self) -> Result<std::time::Duration, ConfigError> {
+        Ok(std::time::Duration::from_millis(self.parse("SHUTDOWN_GRACE_MS", 20_000)?))
+    }
+
     /// The Dapr sidecar's HTTP endpoint as the Dapr SDKs find it: `DAPR_HTTP_ENDPOINT`, else
     /// `http://127.0.0.1:{DAPR_HTTP_PORT}` (default port 3500).
     pub fn dapr_http_endpoint(&self) -> Result<String, ConfigError> {

@@ -1,10 +1,13 @@
 //! What every service's start and stop share: the error a start-up fails with, serving until
 //! shutdown, and the signals that ask for it.
 
+use std::future::IntoFuture;
+use std::time::Duration;
+
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::DbError;
+use crate::db::{Database, DbError};
 use crate::env::ConfigError;
 
 /// Why a service could not start, or stopped serving.
@@ -22,14 +25,42 @@ pub enum StartError {
 }
 
 /// Serves `router` on `listener` until `shutdown`; then stops accepting and lets in-flight
-/// requests finish (a delivery in flight gets its answer to daprd).
+/// requests finish (a delivery in flight gets its answer to daprd), for `grace` at most. Past
+/// it the remaining connections are cut: a stuck database or client must not keep the process
+/// alive until the orchestrator kills it.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: CancellationToken,
+    grace: Duration,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    let server = axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        served = &mut server => return served,
+        _ = shutdown.cancelled() => {}
+    }
+    match tokio::time::timeout(grace, server).await {
+        Ok(served) => served,
+        Err(_) => {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "requests still in flight when the shutdown grace period ended; cut off"
+            );
+            Ok(())
+        }
+    }
 }
+
+/// Closes the database's pools, waiting at most a few seconds for connections in use: a
+/// database that stopped answering must not hold up the exit.
+pub async fn close_database(db: &Database) {
+    if tokio::time::timeout(CLOSE_TIMEOUT, db.close()).await.is_err() {
+        tracing::warn!("the database did not release its connections within {CLOSE_TIMEOUT:?}; exiting anyway");
+    }
+}
+
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A token cancelled on Ctrl-C or SIGTERM, for `run_until_stopped`.
 pub fn shutdown_on_signal() -> CancellationToken {

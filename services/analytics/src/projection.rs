@@ -47,7 +47,7 @@ impl EventHandler for Projection {
 
 /// Consumes one event; `false` when it had been consumed before (nothing changes).
 pub async fn consume(db: &Database, event: &TodoEvent) -> Result<bool, sqlx::Error> {
-    let mut tx = db.writer.begin().await?;
+    let mut tx = db.begin().await?;
     if !mark_processed(&mut tx, &event.id, CONSUMER).await? {
         tx.rollback().await?;
         return Ok(false);
@@ -94,7 +94,7 @@ async fn apply(conn: &mut AnyConnection, data: &TodoEventData) -> Result<(), sql
 /// Drops the projection and replays the whole log into it, in one transaction (readers see the
 /// old figures until it commits). Returns the number of events replayed.
 pub async fn rebuild(db: &Database) -> Result<u64, sqlx::Error> {
-    let mut tx = db.writer.begin().await?;
+    let mut tx = db.begin().await?;
     sqlx::query("DELETE FROM todo_states").execute(&mut *tx).await?;
     let mut replayed = 0u64;
     let mut after = String::new();

@@ -70,7 +70,7 @@ fn id_at(time: DateTime<Utc>) -> Uuid {
 /// Writes the notification for `event` in one transaction with its processed-event record.
 /// A redelivered event writes nothing and gets the notification written the first time.
 pub async fn record(db: &Database, event: &TodoEvent, kind: &str, message: &str) -> Result<Notification, sqlx::Error> {
-    let mut tx = db.writer.begin().await?;
+    let mut tx = db.begin().await?;
     if !mark_processed(&mut tx, &event.id, IN_APP).await? {
         tx.rollback().await?;
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM notifications WHERE event_id = $1"))

@@ -24,6 +24,9 @@ pub struct Settings {
     pub relay: RelaySettings,
     /// `LOG_FORMAT`: `json` or `text` (default).
     pub log_json: bool,
+    /// `SHUTDOWN_GRACE_MS` (default 20000): how long in-flight requests and the relay's current
+    /// round may run on after SIGTERM.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +108,7 @@ impl Settings {
                 lease,
             },
             log_json: env.log_json()?,
+            shutdown_grace: env.shutdown_grace()?,
         })
     }
 }

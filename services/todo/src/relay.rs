@@ -60,6 +60,11 @@ impl Relay {
         Self { db, publisher, settings, source, owner: Uuid::new_v4().to_string(), wakeup }
     }
 
+    /// This instance's lease owner id: what it claims is leased under it.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
     /// Runs until `shutdown`; a round in progress (its publishes and their bookkeeping) always
     /// completes, so shutdown never leaves an event published but unmarked by choice.
     pub async fn run(self, shutdown: CancellationToken) {

@@ -1,20 +1,20 @@
 //! Building and running the todo service: the database, the HTTP server and the relay, with
 //! graceful shutdown.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use dapr_events::{DaprPublisher, PublisherConfig};
 use service_kit::db::{Database, DbError, Migrations};
 use service_kit::env::ConfigError;
-use service_kit::startup::StartError;
+use service_kit::startup::{self, StartError};
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::http::{self, AppState};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, queue};
 use crate::relay::Relay;
 use crate::todos::Todos;
 
@@ -29,6 +29,7 @@ pub async fn connect_database(url: &str, max_connections: u32) -> Result<Databas
 }
 
 pub struct Application {
+    grace: Duration,
     listener: TcpListener,
     state: AppState,
     relay: Option<Relay>,
@@ -59,7 +60,7 @@ impl Application {
             None
         };
         let state = AppState { todos: Todos::new(db, outbox), app_id: settings.app_id.into() };
-        Ok(Self { listener, state, relay })
+        Ok(Self { grace: settings.shutdown_grace, listener, state, relay })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -71,45 +72,58 @@ impl Application {
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting connections, lets in-flight
-    /// requests finish and lets the relay finish its current round.
+    /// requests finish and lets the relay finish its current round, all within the shutdown
+    /// grace period. Past it, requests are cut off and the relay is stopped mid-round: its
+    /// claimed events are released (best effort) and stay in the outbox for the next start.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartError> {
         let addr = self.local_addr();
         let db = self.database().clone();
-        let relay = self.relay.map(|relay| tokio::spawn(relay.run(shutdown.clone())));
+        let grace = self.grace;
+        let mut relay = self.relay.map(|relay| {
+            let owner = relay.owner().to_owned();
+            (owner, tokio::spawn(relay.run(shutdown.clone())))
+        });
         tracing::info!(%addr, "todo service listening");
-        let server = axum::serve(self.listener, http::router(self.state))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future();
-        tokio::pin!(server);
-        let relay_failure = match relay {
-            None => {
-                (&mut server).await?;
-                None
-            }
-            Some(mut relay) => tokio::select! {
-                served = &mut server => {
-                    served?;
-                    relay.await.err().map(|e| e.to_string())
-                }
-                // The relay returns only once shutdown was requested. If it ends first it
-                // panicked, and serving on would accept changes whose events nobody publishes:
-                // stop instead, so the supervisor (Kubernetes, dapr run) restarts us.
-                ended = &mut relay => {
-                    let failure = match ended {
+        let mut server = tokio::spawn(startup::serve(self.listener, http::router(self.state), shutdown.clone(), grace));
+        let mut failure = None;
+        // The relay returns only once shutdown was requested. If it ends first it panicked, and
+        // serving on would accept changes whose events nobody publishes: stop instead, so the
+        // supervisor (Kubernetes, dapr run) restarts us.
+        if let Some((_, relay_task)) = relay.as_mut() {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {}
+                ended = relay_task => {
+                    failure = match ended {
                         Err(panic) => Some(panic.to_string()),
                         Ok(()) if !shutdown.is_cancelled() => Some("it returned before shutdown".to_owned()),
                         Ok(()) => None,
                     };
+                    relay = None;
                     shutdown.cancel();
-                    (&mut server).await?;
-                    failure
                 }
-            },
-        };
-        db.close().await;
-        if let Some(failure) = relay_failure {
+            }
+        }
+        if let Some((owner, mut relay_task)) = relay {
+            if tokio::time::timeout(grace, &mut relay_task).await.is_err() {
+                relay_task.abort();
+                let released = tokio::time::timeout(Duration::from_secs(1), queue::release_leases(&db, &owner)).await;
+                tracing::warn!(
+                    grace_ms = grace.as_millis() as u64,
+                    released = ?released.ok().and_then(Result::ok),
+                    "the relay's round outlasted the shutdown grace period; stopped, its events stay in the outbox"
+                );
+            }
+        }
+        let served = (&mut server).await;
+        startup::close_database(&db).await;
+        if let Some(failure) = failure {
             tracing::error!(%failure, "the relay stopped unexpectedly; the service stops too");
             return Err(StartError::TaskStopped { task: "the outbox relay", reason: failure });
+        }
+        match served {
+            Ok(served) => served?,
+            Err(panic) => return Err(StartError::TaskStopped { task: "the HTTP server", reason: panic.to_string() }),
         }
         tracing::info!("todo service stopped");
         Ok(())

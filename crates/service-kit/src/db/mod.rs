@@ -127,6 +127,11 @@ impl Database {
         Ok(database)
     }
 
+    /// Begins a transaction on the writer pool; see [`begin`].
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        begin(&self.writer).await
+    }
+
     /// For `/readyz`: can we run a statement right now?
     pub async fn ping(&self) -> Result<()> {
         self.reader.execute("SELECT 1").await?;
@@ -136,6 +141,37 @@ impl Database {
     pub async fn close(&self) {
         self.writer.close().await;
         self.reader.close().await;
+    }
+}
+
+/// Begins a transaction on `pool` in a task of its own, so that the caller being cancelled (its
+/// HTTP client hung up, a timeout fired) can never cut the `BEGIN` round trip short.
+///
+/// sqlx 0.8.6 and 0.9.0 are not cancel-safe there on PostgreSQL: a future dropped while
+/// `BEGIN` is on the wire leaves the session inside a transaction that sqlx does not know of,
+/// and the pool lends that connection to the next borrower, whose statements then run (and
+/// hold their locks) inside it (upstream transact-rs/sqlx#4393, fixed by #4394 after 0.9.0).
+/// Here the task always reads the answer to `BEGIN`; if the caller is gone by then, the
+/// transaction it hands back is dropped, which sqlx rolls back as it should.
+pub async fn begin(pool: &AnyPool) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    let pool = pool.clone();
+    match tokio::spawn(async move { pool.begin().await }).await {
+        Ok(begun) => begun,
+        Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
+        // Only a runtime shutting down cancels the task; there is nothing to begin on then.
+        Err(_) => Err(sqlx::Error::PoolClosed),
+    }
+}
+
+/// Runs `work` to its end in a task of its own and waits for it. A unit of work started for a
+/// request completes (commits or rolls back) even when the request is dropped half-way because
+/// its client went away: what the client may already have been promised is not abandoned, and
+/// nothing is left for the next borrower of the connection.
+pub async fn run_to_completion<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> T {
+    match tokio::spawn(work).await {
+        Ok(done) => done,
+        Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
+        Err(_) => panic!("a unit of work was cancelled by the runtime shutting down"),
     }
 }
 

@@ -106,8 +106,12 @@ impl<S: Send + Sync> FromRequestParts<S> for ChangeTarget {
 
 impl ChangeTarget {
     /// Runs the change (see [`crate::todos::Todos::change`]) and answers with its outcome.
-    async fn apply(self, state: &AppState, decide: impl Fn(&Todo, DateTime<Utc>) -> Decision) -> Result<Response> {
-        let outcome = state.todos.change(self.id, self.precondition.as_ref(), &self.context, decide).await?;
+    async fn apply(
+        self,
+        state: &AppState,
+        decide: impl Fn(&Todo, DateTime<Utc>) -> Decision + Send + 'static,
+    ) -> Result<Response> {
+        let outcome = state.todos.change(self.id, self.precondition, self.context, decide).await?;
         Ok(match outcome {
             Outcome::Unchanged(todo) | Outcome::Changed(todo) => todo_response(StatusCode::OK, &todo, false),
             Outcome::Deleted => StatusCode::NO_CONTENT.into_response(),
@@ -124,7 +128,7 @@ async fn update(
 ) -> Result<Response> {
     let patch = request.validate().map_err(ApiError::invalid)?;
     target
-        .apply(&state, |todo, _now| {
+        .apply(&state, move |todo, _now| {
             let (next, changed_fields) = patch.apply(todo);
             if changed_fields.is_empty() {
                 Decision::Unchanged

@@ -50,7 +50,7 @@ impl Outbox {
 
     /// Begins a transaction on `pool` in which a change and its events are written.
     pub async fn begin(&self, pool: &AnyPool) -> Result<UnitOfWork, sqlx::Error> {
-        Ok(UnitOfWork { tx: pool.begin().await?, committed: self.committed.clone(), appended: false })
+        Ok(UnitOfWork { tx: service_kit::db::begin(pool).await?, committed: self.committed.clone(), appended: false })
     }
 }
 

@@ -86,7 +86,7 @@ pub async fn mark_published(db: &Database, event_ids: &[Uuid], published_at: Dat
         return Ok(());
     }
     let ids: Vec<String> = event_ids.iter().map(Uuid::to_string).collect();
-    let mut tx = db.writer.begin().await?;
+    let mut tx = db.begin().await?;
     let stamp =
         format!("UPDATE outbox_events SET published_at = $1 WHERE event_id IN ({})", placeholders(2, ids.len()));
     bind_all(sqlx::query(&stamp).bind(timestamp::format(&published_at)), &ids).execute(&mut *tx).await?;
@@ -99,7 +99,7 @@ pub async fn mark_published(db: &Database, event_ids: &[Uuid], published_at: Dat
 /// Records a failed attempt and releases the lease, so the event is retried (by any replica)
 /// once `next_attempt_ms` has passed. Its todo's later events stay queued behind it.
 pub async fn mark_failed(db: &Database, event_id: Uuid, next_attempt_ms: i64, error: &str) -> Result<(), sqlx::Error> {
-    let mut tx = db.writer.begin().await?;
+    let mut tx = db.begin().await?;
     sqlx::query(
         "UPDATE outbox_queue SET attempts = attempts + 1, next_attempt_at = $1, lease_owner = NULL, \
          lease_expires_at = NULL WHERE event_id = $2",
@@ -115,6 +115,18 @@ pub async fn mark_failed(db: &Database, event_id: Uuid, next_attempt_ms: i64, er
         .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Gives up the leases `owner` holds, so another relay (or this one after a restart) can claim
+/// those events at once instead of when the leases run out. For a relay cut off in the middle of
+/// a round; their attempt counts are left as they were.
+pub async fn release_leases(db: &Database, owner: &str) -> Result<u64, sqlx::Error> {
+    let released =
+        sqlx::query("UPDATE outbox_queue SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = $1")
+            .bind(owner)
+            .execute(&db.writer)
+            .await?;
+    Ok(released.rows_affected())
 }
 
 /// Number of events not yet published (for logs and tests).

@@ -1,8 +1,11 @@
 //! The commands that change todos. Each runs in one [`UnitOfWork`]: the todo row and its event
-//! are written together or not at all, and the commit wakes the relay.
+//! are written together or not at all, and the commit wakes the relay. Each runs to its end in
+//! a task of its own ([`run_to_completion`]): a caller that goes away (an HTTP client hanging
+//! up) stops waiting for the outcome, but never stops the unit of work half-way.
 
 use chrono::{DateTime, Utc};
 use dapr_events::TodoEventType;
+use service_kit::db::run_to_completion;
 use uuid::Uuid;
 
 use super::Todos;
@@ -75,6 +78,16 @@ impl Todos {
         context: &EventContext,
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<Created, TodoError> {
+        let (todos, context, idempotency) = (self.clone(), context.clone(), idempotency.cloned());
+        run_to_completion(async move { todos.create_now(input, &context, idempotency.as_ref()).await }).await
+    }
+
+    async fn create_now(
+        &self,
+        input: NewTodo,
+        context: &EventContext,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<Created, TodoError> {
         let mut unit = self.outbox.begin(&self.db.writer).await?;
         if let Some(idempotency) = idempotency {
             if let Some(stored) = store::find_idempotency_key(&mut unit, &idempotency.key).await? {
@@ -119,6 +132,17 @@ impl Todos {
     /// sequence) is only written if the row is still at the version we read, so two writers can
     /// never produce the same sequence number or commit a todo's events out of order.
     pub async fn change(
+        &self,
+        id: Uuid,
+        precondition: Option<Precondition>,
+        context: EventContext,
+        decide: impl Fn(&Todo, DateTime<Utc>) -> Decision + Send + 'static,
+    ) -> Result<Outcome, TodoError> {
+        let todos = self.clone();
+        run_to_completion(async move { todos.change_now(id, precondition.as_ref(), &context, decide).await }).await
+    }
+
+    async fn change_now(
         &self,
         id: Uuid,
         precondition: Option<&Precondition>,

@@ -230,9 +230,42 @@ pub struct TestApp {
 /// Logs go through libtest's capture (shown for failing tests only); `RUST_LOG` overrides the
 /// default of warnings and errors.
 fn init_test_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx=error"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,sqlx=error"));
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_test_writer().with_filter(filter))
+        .with(TransactionWarnings)
+        .try_init();
+}
+
+/// PostgreSQL's "there is already a transaction in progress" and "there is no transaction in
+/// progress" warnings, as the app's connections received them (sqlx logs every notice under
+/// `sqlx::postgres::notice`). Our statements never cause either: one means a session was lent
+/// out inside a transaction its owner had abandoned.
+pub static TRANSACTION_WARNINGS: AtomicUsize = AtomicUsize::new(0);
+
+struct TransactionWarnings;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for TransactionWarnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _context: tracing_subscriber::layer::Context<'_, S>) {
+        struct Message(bool);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 |= format!("{value:?}").contains("transaction in progress");
+                }
+            }
+        }
+        if event.metadata().target() == "sqlx::postgres::notice" {
+            let mut message = Message(false);
+            event.record(&mut message);
+            if message.0 {
+                TRANSACTION_WARNINGS.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
 }
 
 /// Relay settings that make tests fast: short retries and a 1 s publish timeout.

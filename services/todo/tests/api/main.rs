@@ -5,7 +5,9 @@ mod helpers;
 
 pub(crate) use service_kit::on_both_backends;
 
+mod disconnects;
 mod events_schema;
 mod outbox;
 mod relay;
+mod shutdown;
 mod todos;
