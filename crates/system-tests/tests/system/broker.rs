@@ -45,6 +45,15 @@ impl Broker {
         }
     }
 
+    /// The Redis server, for a test that started the system on Redis.
+    pub fn redis(&mut self) -> &mut PrivateRedis {
+        match self {
+            Broker::Redis(redis) => redis,
+            #[cfg(feature = "kafka")]
+            Broker::Kafka(_) => panic!("the system runs on Kafka, not Redis"),
+        }
+    }
+
     /// Writes the repository's pub/sub component, pointed at this broker, into `dir` (plus what
     /// it references, e.g. the secret store standing in for the cluster's Secret).
     pub fn write_component(&self, dir: &Path) {
@@ -52,9 +61,15 @@ impl Broker {
             Broker::Redis(redis) => {
                 let pubsub = std::fs::read_to_string(repository().join("components/pubsub.yaml")).unwrap();
                 assert!(pubsub.contains("localhost:6379"), "components/pubsub.yaml changed shape: {pubsub}");
-                // Reclaiming faster than daprd's defaults (15 s, 60 s), so a test's restart is quick.
-                let pubsub = pubsub.replace("localhost:6379", &redis.host)
-                    + "    - name: processingTimeout\n      value: 2s\n    - name: redeliverInterval\n      value: 500ms\n";
+                // Reclaiming faster still than the local component's 15 s and 2 s, so a test's
+                // restart is quick.
+                let redeliver = "- name: redeliverInterval\n      value: \"2000\"";
+                let timeout = "- name: processingTimeout\n      value: \"15000\"";
+                assert!(pubsub.contains(redeliver) && pubsub.contains(timeout), "components/pubsub.yaml changed shape");
+                let pubsub = pubsub
+                    .replace("localhost:6379", &redis.host)
+                    .replace(redeliver, "- name: redeliverInterval\n      value: \"500\"")
+                    .replace(timeout, "- name: processingTimeout\n      value: \"2000\"");
                 std::fs::write(dir.join("pubsub.yaml"), pubsub).unwrap();
             }
             #[cfg(feature = "kafka")]
@@ -73,30 +88,52 @@ impl Broker {
     }
 }
 
-/// A redis-server of the test's own, stopped when dropped.
+/// A redis-server of the test's own, stopped when dropped. It persists as a real deployment
+/// does (an append-only file, fsynced every second), so it can be stopped and started again
+/// with its streams, consumer groups and pending entries intact.
 pub struct PrivateRedis {
     pub host: String,
-    _server: tokio::process::Child,
-    _dir: TempDir,
+    port: u16,
+    server: Option<tokio::process::Child>,
+    dir: TempDir,
 }
 
 impl PrivateRedis {
     pub async fn start() -> Self {
-        let dir = TempDir::new();
-        let port = free_port();
+        let mut redis = Self { host: String::new(), port: free_port(), server: None, dir: TempDir::new() };
+        redis.host = format!("127.0.0.1:{}", redis.port);
+        redis.start_again().await;
+        redis
+    }
+
+    /// Starts the server (again) on its port and data directory.
+    pub async fn start_again(&mut self) {
+        let port = self.port;
         let server = tokio::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
+            .args(["--appendfsync", "everysec"])
             .arg("--dir")
-            .arg(&dir.path)
+            .arg(&self.dir.path)
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("redis-server must be on PATH for the system tests (make test installs it when missing)");
+        self.server = Some(server);
         eventually("the private redis-server to listen", DEADLINE, || async {
             tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
         })
         .await;
-        Self { host: format!("127.0.0.1:{port}"), _server: server, _dir: dir }
+    }
+
+    /// Stops the server as an operator does (`SHUTDOWN`: the append-only file is written out),
+    /// and waits until it has exited.
+    pub async fn stop(&mut self) {
+        let mut redis = self.connection().await;
+        // The server closes the connection instead of answering.
+        let _: Result<(), _> = redis::cmd("SHUTDOWN").query_async(&mut redis).await;
+        if let Some(mut server) = self.server.take() {
+            server.wait().await.expect("redis-server exits");
+        }
     }
 
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {

@@ -11,4 +11,5 @@ mod files;
 mod flows;
 #[cfg(feature = "kafka")]
 mod kafka;
+mod outages;
 mod replicas;
