@@ -45,12 +45,22 @@ impl Broker {
         }
     }
 
-    /// The Redis server, for a test that started the system on Redis.
-    pub fn redis(&mut self) -> &mut PrivateRedis {
+    /// Stops the broker as an operator does (Redis: `SHUTDOWN`; Kafka: SIGTERM and a controlled
+    /// shutdown), keeping its data.
+    pub async fn stop(&mut self) {
         match self {
-            Broker::Redis(redis) => redis,
+            Broker::Redis(redis) => redis.stop().await,
             #[cfg(feature = "kafka")]
-            Broker::Kafka(_) => panic!("the system runs on Kafka, not Redis"),
+            Broker::Kafka(kafka) => kafka.stop().await,
+        }
+    }
+
+    /// Starts it again on the same port and data, and waits until it answers.
+    pub async fn start_again(&mut self) {
+        match self {
+            Broker::Redis(redis) => redis.start_again().await,
+            #[cfg(feature = "kafka")]
+            Broker::Kafka(kafka) => kafka.start_again().await,
         }
     }
 
@@ -190,6 +200,7 @@ pub mod kafka {
 
     pub struct PrivateKafka {
         pub brokers: String,
+        port: u16,
         pid: String,
         dir: TempDir,
     }
@@ -197,27 +208,44 @@ pub mod kafka {
     impl PrivateKafka {
         /// Through `scripts/ensure-kafka.sh`, the set-up `make run-kafka` uses too.
         pub async fn start() -> Self {
-            let dir = TempDir::new();
-            let port = free_port();
-            let started = tokio::process::Command::new(repository().join("scripts/ensure-kafka.sh"))
-                .env("KAFKA_DIR", &dir.path)
-                .env("OWN_KAFKA_PORT", port.to_string())
-                .env("KAFKA_SCRAM_USER", USER)
-                .env("KAFKA_SCRAM_PASSWORD", PASSWORD)
-                .env_remove("TEST_KAFKA_BROKERS")
-                .stdin(Stdio::null())
-                .output()
-                .await
-                .expect("scripts/ensure-kafka.sh runs");
+            let mut kafka = Self { brokers: String::new(), port: free_port(), pid: String::new(), dir: TempDir::new() };
+            kafka.start_again().await;
+            kafka
+        }
+
+        /// Starts the broker on its port and directory: formatted on the first start, its topics,
+        /// offsets and consumer groups kept on the next ones.
+        pub async fn start_again(&mut self) {
+            let started = self.script(&[]).await;
             assert!(
                 started.status.success(),
                 "scripts/ensure-kafka.sh (Java is needed; it fetches Kafka with Maven): {}",
                 String::from_utf8_lossy(&started.stderr)
             );
             let brokers = String::from_utf8(started.stdout).unwrap().trim().to_owned();
-            assert_eq!(brokers, format!("127.0.0.1:{port}"));
-            let pid = std::fs::read_to_string(dir.path.join("kafka.pid")).unwrap().trim().to_owned();
-            Self { brokers, pid, dir }
+            assert_eq!(brokers, format!("127.0.0.1:{}", self.port));
+            self.brokers = brokers;
+            self.pid = std::fs::read_to_string(self.dir.path.join("kafka.pid")).unwrap().trim().to_owned();
+        }
+
+        /// `scripts/ensure-kafka.sh stop`: SIGTERM, and the broker's controlled shutdown.
+        pub async fn stop(&mut self) {
+            let stopped = self.script(&["stop"]).await;
+            assert!(stopped.status.success(), "ensure-kafka.sh stop: {}", String::from_utf8_lossy(&stopped.stderr));
+        }
+
+        async fn script(&self, args: &[&str]) -> std::process::Output {
+            tokio::process::Command::new(repository().join("scripts/ensure-kafka.sh"))
+                .args(args)
+                .env("KAFKA_DIR", &self.dir.path)
+                .env("OWN_KAFKA_PORT", self.port.to_string())
+                .env("KAFKA_SCRAM_USER", USER)
+                .env("KAFKA_SCRAM_PASSWORD", PASSWORD)
+                .env_remove("TEST_KAFKA_BROKERS")
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .expect("scripts/ensure-kafka.sh runs")
         }
 
         /// Kills the broker, as a crash or a lost network would.

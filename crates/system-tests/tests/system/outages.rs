@@ -1,5 +1,6 @@
-//! A broker outage under load: Redis stopped for ten seconds while todos keep being created and
-//! completed, then started again (with its append-only file, as a real deployment runs it).
+//! A broker outage under load: the broker stopped for ten seconds while todos keep being created
+//! and completed, then started again with its data (Redis with its append-only file, as a real
+//! deployment runs it; Kafka with its log directory).
 //! Nothing may be lost and nothing applied twice: the todo service keeps accepting writes and
 //! its relay retries, daprd reconnects on both sides, and what was in flight is redelivered
 //! (`redeliverInterval` in `components/pubsub.yaml`).
@@ -67,16 +68,25 @@ async fn notifications(system: &System) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_under_load_loses_nothing_and_applies_nothing_twice() {
-    let mut system = System::start_on(BrokerKind::Redis, DbBackend::Sqlite, Extra::default()).await;
+    an_outage_under_load_loses_nothing_and_applies_nothing_twice(BrokerKind::Redis).await
+}
+
+#[cfg(feature = "kafka")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_outage_under_load_loses_nothing_and_applies_nothing_twice() {
+    an_outage_under_load_loses_nothing_and_applies_nothing_twice(BrokerKind::Kafka).await
+}
+
+async fn an_outage_under_load_loses_nothing_and_applies_nothing_twice(broker: BrokerKind) {
+    let mut system = System::start_on(broker, DbBackend::Sqlite, Extra::default()).await;
     let sent = Arc::new(Mutex::new(Sent::default()));
     let stop_load = CancellationToken::new();
     let load = tokio::spawn(load(system.todo.url.clone(), sent.clone(), stop_load.clone()));
 
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let redis = system.broker.redis();
-    redis.stop().await;
+    system.broker.stop().await;
     tokio::time::sleep(OUTAGE).await;
-    redis.start_again().await;
+    system.broker.start_again().await;
     let back = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop_load.cancel();
@@ -98,8 +108,8 @@ async fn a_redis_outage_under_load_loses_nothing_and_applies_nothing_twice() {
     })
     .await;
     eprintln!(
-        "{created} todos created and {completed} completed around a {OUTAGE:?} Redis outage; everything \
-         applied {:?} after Redis was back (the load ran on for 2 s of it), {:?} after the last write",
+        "{created} todos created and {completed} completed around a {OUTAGE:?} {broker:?} outage; everything \
+         applied {:?} after the broker was back (the load ran on for 2 s of it), {:?} after the last write",
         back.elapsed(),
         last_write.elapsed()
     );
