@@ -16,11 +16,12 @@ use service_kit::{health, problem, telemetry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{AdminToken, AppToken, require_admin_token, require_app_token};
+use crate::auth::{AppToken, require_app_token};
 use crate::dead_letters::{self, DeadLetters};
 use crate::handler::EventHandler;
 use crate::settings::ConsumerSettings;
 use crate::{deliveries, metrics};
+use service_kit::auth::{AdminToken, require_admin_token};
 
 /// A consumer connected to its database and bound to its port, before its routes exist.
 pub struct Consumer {

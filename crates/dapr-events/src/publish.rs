@@ -62,6 +62,15 @@ pub enum PublishError {
 }
 
 impl PublishError {
+    /// True when daprd refuses this event for good, whatever the broker does: its publishing
+    /// scopes forbid the topic (403 `ERR_PUBSUB_FORBIDDEN`) or no pub/sub component of that name
+    /// exists (404 `ERR_PUBSUB_NOT_FOUND`; also seen while daprd is still loading components,
+    /// so callers give it a while before acting on it). A 401 (the API token does not match)
+    /// is not one: it is about this app, not the event, and fixing the token fixes every event.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::Rejected { status, .. } if *status == StatusCode::FORBIDDEN || *status == StatusCode::NOT_FOUND)
+    }
+
     /// True when retrying the same request cannot succeed without someone changing the
     /// configuration or the event (unknown pubsub, scoping, bad token, malformed envelope).
     ///
@@ -234,5 +243,9 @@ mod tests {
         assert!(!rejected(500, Some("ERR_PUBSUB_PUBLISH_MESSAGE")).is_permanent());
         assert!(!rejected(429, None).is_permanent());
         assert!(!rejected(503, None).is_permanent());
+        assert!(rejected(403, Some("ERR_PUBSUB_FORBIDDEN")).is_refusal());
+        assert!(rejected(404, Some("ERR_PUBSUB_NOT_FOUND")).is_refusal());
+        assert!(!rejected(401, None).is_refusal() && rejected(401, None).is_permanent());
+        assert!(!rejected(500, Some("ERR_PUBSUB_PUBLISH_MESSAGE")).is_refusal());
     }
 }

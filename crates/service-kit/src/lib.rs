@@ -2,9 +2,10 @@
 //! `dapr-consumer`): the database ([`db`]: SQLite or PostgreSQL by URL, embedded migrations,
 //! the per-backend SQL in [`db::dialect`]), RFC 9457 problem responses ([`problem`]), keyset
 //! pagination ([`pagination`]), configuration from the environment ([`env`]), health and
-//! readiness ([`health`]), logging and request spans ([`telemetry`]), start-up errors, serving
+//! readiness ([`health`]), the admin API's token check ([`auth`]), logging and request spans ([`telemetry`]), start-up errors, serving
 //! and graceful shutdown ([`startup`]).
 
+pub mod auth;
 pub mod db;
 pub mod env;
 pub mod health;

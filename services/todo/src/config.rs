@@ -22,6 +22,8 @@ pub struct Settings {
     pub db_max_connections: u32,
     pub dapr: DaprSettings,
     pub relay: RelaySettings,
+    /// `ADMIN_TOKEN`: enables the admin API (`Authorization: Bearer …`) for parked events.
+    pub admin_token: Option<String>,
     /// `LOG_FORMAT`: `json` or `text` (default).
     pub log_json: bool,
     /// `SHUTDOWN_GRACE_MS` (default 20000): how long in-flight requests and the relay's current
@@ -59,6 +61,10 @@ pub struct RelaySettings {
     /// instance. Must be well above the publish timeout; a crashed instance's events are picked
     /// up by others after it.
     pub lease: Duration,
+    /// `RELAY_PARK_AFTER_MS` (default 300000): how long daprd may refuse an event for good
+    /// (403 forbidden by scopes, 404 no such component) before it is parked. Long enough for a
+    /// daprd that is still loading its components to answer 404 for a while.
+    pub park_after: Duration,
 }
 
 impl Settings {
@@ -106,7 +112,9 @@ impl Settings {
                 retry_initial: Duration::from_millis(env.parse("RELAY_RETRY_INITIAL_MS", 200)?),
                 retry_max: Duration::from_millis(env.parse("RELAY_RETRY_MAX_MS", 30_000)?),
                 lease,
+                park_after: Duration::from_millis(env.parse("RELAY_PARK_AFTER_MS", 300_000)?),
             },
+            admin_token: env.get("ADMIN_TOKEN"),
             log_json: env.log_json()?,
             shutdown_grace: env.shutdown_grace()?,
         })

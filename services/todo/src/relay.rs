@@ -6,8 +6,10 @@
 //! - per-todo order: only the oldest pending event of a todo is ever claimed (see
 //!   [`queue::claim`]), so a todo's next event waits until the previous one is published;
 //! - no loss: every failure (connection refused, timeout, any non-2xx) is logged with daprd's
-//!   answer and retried with capped exponential backoff and jitter, forever; other todos keep
-//!   flowing meanwhile;
+//!   answer and retried with capped exponential backoff and jitter; other todos keep flowing
+//!   meanwhile. An event daprd refuses for good (403, 404) for `RELAY_PARK_AFTER_MS` is parked
+//!   instead: kept, its todo's later events waiting behind it, until an operator retries or
+//!   discards it (`crate::http::admin`);
 //! - replicas: rows are claimed with a lease (and `FOR UPDATE SKIP LOCKED` on PostgreSQL), so
 //!   several relays share the work without double-publishing in steady state.
 
@@ -155,7 +157,27 @@ impl Relay {
                 "publish failed; retrying"
             );
         }
-        queue::mark_failed(&self.db, event.event_id, next_attempt, &message).await?;
+        let now = epoch_millis();
+        let refused_at = error.is_refusal().then_some(now);
+        queue::mark_failed(&self.db, event.event_id, next_attempt, &message, refused_at).await?;
+        let park_after = self.settings.park_after;
+        if refused_at.is_some()
+            && queue::park_if_refused_since(
+                &self.db,
+                event.event_id,
+                now - park_after.as_millis() as i64,
+                now,
+                &message,
+            )
+            .await?
+        {
+            tracing::error!(
+                event_id = %event.event_id, todo_id = %event.todo_id, topic = %event.topic, reason = %message,
+                "event parked: daprd has refused it for {park_after:?}, and the todo's later events wait behind it; \
+                 fix the configuration (component name, publishing scopes), then POST /admin/outbox/{}/retry",
+                event.event_id
+            );
+        }
         Ok((event.event_id, Some(retry_in)))
     }
 }

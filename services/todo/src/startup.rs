@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use dapr_events::{DaprPublisher, PublisherConfig};
+use service_kit::auth::AdminToken;
 use service_kit::db::{Database, DbError, Migrations};
 use service_kit::env::ConfigError;
 use service_kit::startup::{self, StartError};
@@ -59,7 +60,11 @@ impl Application {
         } else {
             None
         };
-        let state = AppState { todos: Todos::new(db, outbox), app_id: settings.app_id.into() };
+        let state = AppState {
+            todos: Todos::new(db, outbox),
+            app_id: settings.app_id.into(),
+            admin_token: AdminToken(settings.admin_token.as_deref().map(Into::into)),
+        };
         Ok(Self { grace: settings.shutdown_grace, listener, state, relay })
     }
 

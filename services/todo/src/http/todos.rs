@@ -175,6 +175,9 @@ struct HistoryEntry {
     sequence: i64,
     #[serde(with = "timestamp::option")]
     published_at: Option<DateTime<Utc>>,
+    /// When an operator discarded the event (it was parked and never published).
+    #[serde(with = "timestamp::option", skip_serializing_if = "Option::is_none")]
+    discarded_at: Option<DateTime<Utc>>,
     /// Exactly the CloudEvent subscribers receive (daprd adds `topic` and `pubsubname`).
     event: CloudEvent<Box<RawValue>>,
 }
@@ -191,6 +194,7 @@ async fn events(State(state): State<AppState>, Path(id): Path<String>) -> Result
         .map(|stored| HistoryEntry {
             sequence: stored.seq,
             published_at: stored.published_at,
+            discarded_at: stored.discarded_at,
             event: relay::cloud_event(stored, &state.app_id),
         })
         .collect();

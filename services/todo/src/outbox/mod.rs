@@ -6,6 +6,7 @@
 //! claim reads, so a long history costs it nothing (see the migration for why it is a table of
 //! its own).
 
+pub mod parked;
 pub mod queue;
 
 use std::sync::Arc;
@@ -144,11 +145,13 @@ pub struct StoredEvent {
     pub correlation_id: String,
     pub causation_id: Option<String>,
     pub published_at: Option<DateTime<Utc>>,
+    /// Set when an operator gave up on a parked event: it was never published.
+    pub discarded_at: Option<DateTime<Utc>>,
     pub attempts: i64,
 }
 
 const EVENT_COLUMNS: &str = "event_id, todo_id, seq, event_type, topic, payload, created_at, traceparent, \
-     tracestate, correlation_id, causation_id, published_at, attempts";
+     tracestate, correlation_id, causation_id, published_at, discarded_at, attempts";
 
 impl StoredEvent {
     pub(crate) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
@@ -165,6 +168,7 @@ impl StoredEvent {
             correlation_id: row.try_get("correlation_id")?,
             causation_id: row.try_get("causation_id")?,
             published_at: column::optional_time(row, "published_at")?,
+            discarded_at: column::optional_time(row, "discarded_at")?,
             attempts: row.try_get("attempts")?,
         })
     }

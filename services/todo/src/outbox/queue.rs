@@ -66,7 +66,7 @@ pub fn claim_sql(backend: Backend) -> String {
     format!(
         "WITH claimable AS MATERIALIZED ( \
              SELECT q.event_id FROM outbox_queue q \
-             WHERE q.next_attempt_at <= $1 \
+             WHERE q.next_attempt_at <= $1 AND q.parked_at IS NULL \
                AND (q.lease_expires_at IS NULL OR q.lease_expires_at <= $1) \
                AND NOT EXISTS ( \
                    SELECT 1 FROM outbox_queue earlier WHERE earlier.todo_id = q.todo_id AND earlier.seq < q.seq) \
@@ -97,14 +97,23 @@ pub async fn mark_published(db: &Database, event_ids: &[Uuid], published_at: Dat
 }
 
 /// Records a failed attempt and releases the lease, so the event is retried (by any replica)
-/// once `next_attempt_ms` has passed. Its todo's later events stay queued behind it.
-pub async fn mark_failed(db: &Database, event_id: Uuid, next_attempt_ms: i64, error: &str) -> Result<(), sqlx::Error> {
+/// once `next_attempt_ms` has passed. Its todo's later events stay queued behind it. A refusal
+/// for good (`refused_at`: now) starts or continues a run of refusals; any other failure ends it.
+pub async fn mark_failed(
+    db: &Database,
+    event_id: Uuid,
+    next_attempt_ms: i64,
+    error: &str,
+    refused_at: Option<i64>,
+) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
     sqlx::query(
         "UPDATE outbox_queue SET attempts = attempts + 1, next_attempt_at = $1, lease_owner = NULL, \
-         lease_expires_at = NULL WHERE event_id = $2",
+         lease_expires_at = NULL, refused_since = CASE WHEN $2 IS NULL THEN NULL ELSE COALESCE(refused_since, $2) END \
+         WHERE event_id = $3",
     )
     .bind(next_attempt_ms)
+    .bind(refused_at)
     .bind(event_id.to_string())
     .execute(&mut *tx)
     .await?;
@@ -115,6 +124,28 @@ pub async fn mark_failed(db: &Database, event_id: Uuid, next_attempt_ms: i64, er
         .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Parks the event if daprd has refused it for good since `refused_before` or earlier: the
+/// relay stops trying it until an operator retries it. True when it was parked just now.
+pub async fn park_if_refused_since(
+    db: &Database,
+    event_id: Uuid,
+    refused_before: i64,
+    now_ms: i64,
+    reason: &str,
+) -> Result<bool, sqlx::Error> {
+    let parked = sqlx::query(
+        "UPDATE outbox_queue SET parked_at = $1, parked_reason = $2 \
+         WHERE event_id = $3 AND parked_at IS NULL AND refused_since IS NOT NULL AND refused_since <= $4",
+    )
+    .bind(now_ms)
+    .bind(reason)
+    .bind(event_id.to_string())
+    .bind(refused_before)
+    .execute(&db.writer)
+    .await?;
+    Ok(parked.rows_affected() == 1)
 }
 
 /// Gives up the leases `owner` holds, so another relay (or this one after a restart) can claim

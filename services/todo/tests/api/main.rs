@@ -8,6 +8,7 @@ pub(crate) use service_kit::on_both_backends;
 mod disconnects;
 mod events_schema;
 mod outbox;
+mod parked;
 mod relay;
 mod shutdown;
 mod todos;
