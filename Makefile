@@ -10,13 +10,14 @@ IMAGE_REPO ?= ghcr.io/dapr-todo
 IMAGE_TAG ?= 0.1.0
 
 
-.PHONY: help build images run run-kafka test test-kafka test-unit validate-k8s bench-write bench-relay lint fmt clean ensure-rust
+.PHONY: help build images run run-kafka test test-kafka chaos test-unit validate-k8s bench-write bench-relay lint fmt clean ensure-rust
 
 help:
 	@echo "make run          build and start todo, notification and analytics under dapr run -f dapr/dapr.yaml (Redis)"
 	@echo "make run-kafka    the same on the cluster's Kafka component, against a local Apache Kafka"
 	@echo "make test         every test: unit, integration (SQLite and PostgreSQL), Dapr contract and end to end under daprd on Redis, k8s validation"
 	@echo "make test-kafka   the Kafka contract tests and the whole system end to end on Apache Kafka"
+	@echo "make chaos        crashes every app and daprd at random under load, restarts the broker, checks nothing was lost or doubled (CHAOS_SECONDS, CHAOS_SEED)"
 	@echo "make bench-write  POST /todos throughput and latency vs a bare insert (release)"
 	@echo "make bench-relay  outbox claim latency with a million published rows (release)"
 	@echo "make images       container images of the three services ($(IMAGE_REPO)/<service>:$(IMAGE_TAG))"
@@ -73,6 +74,14 @@ test-kafka: ensure-rust
 	TEST_KAFKA_BROKERS=$$brokers TEST_KAFKA_USER=dapr-todo TEST_KAFKA_PASSWORD=dapr-todo-local DAPRD=$$daprd \
 	  $(CARGO) test --locked -p dapr-contract --features kafka --test contract kafka::; \
 	TEST_PUBSUB=kafka TEST_POSTGRES_URL=$$pg DAPRD=$$daprd $(CARGO) test --locked -p system-tests --features kafka
+
+# The chaos suite (crates/system-tests/tests/system/chaos.rs): CHAOS_SECONDS of faults under
+# load (default 60), seeded by CHAOS_SEED (printed, so a failing run can be replayed).
+CHAOS_SECONDS ?= 60
+chaos: ensure-rust
+	@redis=$$(NEED_REDIS_SERVER=1 scripts/ensure-redis.sh); daprd=$$(scripts/ensure-dapr.sh --daprd); \
+	CHAOS_SECONDS=$(CHAOS_SECONDS) $${CHAOS_SEED:+CHAOS_SEED=$$CHAOS_SEED} TEST_REDIS_HOST=$$redis DAPRD=$$daprd \
+	  $(CARGO) test --locked -p system-tests --test system chaos:: -- --ignored --nocapture
 
 test-unit: ensure-rust
 	$(CARGO) test --workspace --locked --lib --bins

@@ -86,10 +86,11 @@ impl Application {
         let grace = self.grace;
         let mut relay = self.relay.map(|relay| {
             let owner = relay.owner().to_owned();
-            (owner, tokio::spawn(relay.run(shutdown.clone())))
+            (owner, Owned(tokio::spawn(relay.run(shutdown.clone()))))
         });
         tracing::info!(%addr, "todo service listening");
-        let mut server = tokio::spawn(startup::serve(self.listener, http::router(self.state), shutdown.clone(), grace));
+        let mut server =
+            Owned(tokio::spawn(startup::serve(self.listener, http::router(self.state), shutdown.clone(), grace)));
         let mut failure = None;
         // The relay returns only once shutdown was requested. If it ends first it panicked, and
         // serving on would accept changes whose events nobody publishes: stop instead, so the
@@ -98,7 +99,7 @@ impl Application {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {}
-                ended = relay_task => {
+                ended = &mut relay_task.0 => {
                     failure = match ended {
                         Err(panic) => Some(panic.to_string()),
                         Ok(()) if !shutdown.is_cancelled() => Some("it returned before shutdown".to_owned()),
@@ -110,8 +111,8 @@ impl Application {
             }
         }
         if let Some((owner, mut relay_task)) = relay {
-            if tokio::time::timeout(grace, &mut relay_task).await.is_err() {
-                relay_task.abort();
+            if tokio::time::timeout(grace, &mut relay_task.0).await.is_err() {
+                relay_task.0.abort();
                 let released = tokio::time::timeout(Duration::from_secs(1), queue::release_leases(&db, &owner)).await;
                 tracing::warn!(
                     grace_ms = grace.as_millis() as u64,
@@ -120,7 +121,7 @@ impl Application {
                 );
             }
         }
-        let served = (&mut server).await;
+        let served = (&mut server.0).await;
         startup::close_database(&db).await;
         if let Some(failure) = failure {
             tracing::error!(%failure, "the relay stopped unexpectedly; the service stops too");
@@ -132,5 +133,16 @@ impl Application {
         }
         tracing::info!("todo service stopped");
         Ok(())
+    }
+}
+
+/// A task aborted when this handle is dropped. Should `run_until_stopped` itself be dropped
+/// (its own task aborted), the server and the relay stop with it instead of running on with no
+/// one to stop them.
+struct Owned<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Owned<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

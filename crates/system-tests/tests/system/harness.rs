@@ -132,6 +132,24 @@ impl Service {
         Self { url: format!("http://{addr}"), sidecar, app: (app_shutdown, Some(app_task)) }
     }
 
+    /// A crash: the app's task is dropped where it stands (`app_first`) or daprd is killed with
+    /// SIGKILL first, then the other, with no chance to finish anything.
+    pub async fn crash(&mut self, app_first: bool) {
+        if app_first {
+            if let Some(task) = self.app.1.take() {
+                task.abort();
+                let _ = task.await;
+            }
+            self.sidecar.kill().await;
+        } else {
+            self.sidecar.kill().await;
+            if let Some(task) = self.app.1.take() {
+                task.abort();
+                let _ = task.await;
+            }
+        }
+    }
+
     /// Stops daprd (SIGTERM: it stops reading and finishes deliveries in flight), then the app.
     pub async fn stop(mut self) {
         self.sidecar.stop().await;
@@ -223,6 +241,23 @@ impl System {
             Kind::Notification => self.notification = Some(service),
             Kind::Analytics => self.analytics = Some(service),
             Kind::Todo => panic!("the tests restart consumers only"),
+        }
+    }
+
+    /// Crashes `kind` (app and daprd, in the given order) and starts it again on its database.
+    pub async fn crash_and_restart(&mut self, kind: Kind, app_first: bool) {
+        let url = self.databases[&kind].url.clone();
+        let crashed = match kind {
+            Kind::Notification => self.notification.as_mut().expect("notification runs"),
+            Kind::Analytics => self.analytics.as_mut().expect("analytics runs"),
+            Kind::Todo => &mut self.todo,
+        };
+        crashed.crash(app_first).await;
+        let service = Service::start(kind, &url, &self.resources.path, &self.extra).await;
+        match kind {
+            Kind::Notification => self.notification = Some(service),
+            Kind::Analytics => self.analytics = Some(service),
+            Kind::Todo => self.todo = service,
         }
     }
 

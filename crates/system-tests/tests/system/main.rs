@@ -6,6 +6,7 @@ mod harness;
 
 pub(crate) use service_kit::on_both_backends;
 
+mod chaos;
 mod failures;
 mod files;
 mod flows;
