@@ -76,11 +76,12 @@ test-kafka: ensure-rust
 	TEST_PUBSUB=kafka TEST_POSTGRES_URL=$$pg DAPRD=$$daprd $(CARGO) test --locked -p system-tests --features kafka
 
 # The chaos suite (crates/system-tests/tests/system/chaos.rs): CHAOS_SECONDS of faults under
-# load (default 60), seeded by CHAOS_SEED (printed, so a failing run can be replayed).
+# load (default 60), seeded by CHAOS_SEED from the environment or the command line (printed, so
+# a failing run can be replayed).
 CHAOS_SECONDS ?= 60
 chaos: ensure-rust
 	@redis=$$(NEED_REDIS_SERVER=1 scripts/ensure-redis.sh); daprd=$$(scripts/ensure-dapr.sh --daprd); \
-	CHAOS_SECONDS=$(CHAOS_SECONDS) $${CHAOS_SEED:+CHAOS_SEED=$$CHAOS_SEED} TEST_REDIS_HOST=$$redis DAPRD=$$daprd \
+	CHAOS_SECONDS=$(CHAOS_SECONDS) TEST_REDIS_HOST=$$redis DAPRD=$$daprd \
 	  $(CARGO) test --locked -p system-tests --test system chaos:: -- --ignored --nocapture
 
 test-unit: ensure-rust
