@@ -93,22 +93,6 @@ async fn ground_truth(system: &System) -> (usize, usize) {
     }
 }
 
-async fn notification_count(system: &System) -> usize {
-    let (mut count, mut cursor) = (0, None::<String>);
-    loop {
-        let path = match &cursor {
-            None => format!("/notifications?userId={USER}&limit=100"),
-            Some(cursor) => format!("/notifications?userId={USER}&limit=100&cursor={cursor}"),
-        };
-        let page = system.get(Kind::Notification, &path).await;
-        count += page["items"].as_array().unwrap().len();
-        match page["nextCursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return count,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the chaos suite: run by `make chaos` (and a short round by .ci/run)"]
 async fn under_crashes_and_a_broker_restart_every_change_is_applied_exactly_once() {
@@ -164,7 +148,7 @@ async fn under_crashes_and_a_broker_restart_every_change_is_applied_exactly_once
     let settled = eventually("the system to settle", SETTLE_DEADLINE, || async {
         let metrics = reqwest::get(format!("{}/metrics", system.todo.url)).await.ok()?.text().await.ok()?;
         let figures = system.get(Kind::Analytics, &format!("/analytics/users/{USER}")).await;
-        let notified = notification_count(&system).await;
+        let notified = system.notification_count(USER).await;
         (metrics.contains("dapr_todo_outbox_pending 0")
             && figures["created"] == expected["created"]
             && figures["completed"] == expected["completed"]

@@ -281,6 +281,23 @@ impl System {
         response.json().await.unwrap_or(Value::Null)
     }
 
+    /// How many notifications `user` has, over every page of `GET /notifications`.
+    pub async fn notification_count(&self, user: &str) -> usize {
+        let (mut count, mut cursor) = (0, None::<String>);
+        loop {
+            let path = match &cursor {
+                None => format!("/notifications?userId={user}&limit=100"),
+                Some(cursor) => format!("/notifications?userId={user}&limit=100&cursor={cursor}"),
+            };
+            let page = self.get(Kind::Notification, &path).await;
+            count += page["items"].as_array().expect("a page of notifications").len();
+            match page["nextCursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return count,
+            }
+        }
+    }
+
     pub async fn get(&self, kind: Kind, path: &str) -> Value {
         let response =
             self.http.get(format!("{}{path}", self.consumer(kind).url)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();

@@ -50,22 +50,6 @@ async fn load(todo_url: String, sent: Arc<Mutex<Sent>>, stop: CancellationToken)
     }
 }
 
-async fn notifications(system: &System) -> usize {
-    let (mut count, mut cursor) = (0, None::<String>);
-    loop {
-        let path = match &cursor {
-            None => "/notifications?userId=outage&limit=100".to_owned(),
-            Some(cursor) => format!("/notifications?userId=outage&limit=100&cursor={cursor}"),
-        };
-        let page = system.get(Kind::Notification, &path).await;
-        count += page["items"].as_array().unwrap().len();
-        match page["nextCursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return count,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_under_load_loses_nothing_and_applies_nothing_twice() {
     an_outage_under_load_loses_nothing_and_applies_nothing_twice(BrokerKind::Redis).await
@@ -104,7 +88,7 @@ async fn an_outage_under_load_loses_nothing_and_applies_nothing_twice(broker: Br
     })
     .await;
     eventually("a notification for every creation and completion", RECOVERY_DEADLINE, || async {
-        (notifications(&system).await >= created + completed).then_some(())
+        (system.notification_count("outage").await >= created + completed).then_some(())
     })
     .await;
     eprintln!(
@@ -115,7 +99,7 @@ async fn an_outage_under_load_loses_nothing_and_applies_nothing_twice(broker: Br
     );
 
     // Exactly once: no notification twice, no event twice in analytics' log, no dead letter.
-    assert_eq!(notifications(&system).await, created + completed, "a notification was written twice");
+    assert_eq!(system.notification_count("outage").await, created + completed, "a notification was written twice");
     let analytics = system.databases[&Kind::Analytics].connect(analytics::startup::MIGRATIONS).await;
     let logged: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM event_log").fetch_one(&analytics.reader).await.unwrap();
     assert_eq!(logged as usize, created + completed, "analytics logged an event twice, or missed one");
