@@ -33,7 +33,7 @@ async fn slow_single_connection_pool(url: &str) -> sqlx::AnyPool {
     sqlx::any::install_default_drivers();
     let (scheme_user, rest) = url.split_once('@').expect("a user in the URL");
     let (host_port, name) = rest.split_once('/').expect("a database name in the URL");
-    let port = slow_proxy(host_port.to_owned(), Duration::from_millis(5)).await;
+    let port = crate::helpers::proxy(host_port.to_owned(), Duration::from_millis(5), Arc::default()).await;
     let pool = sqlx::any::AnyPoolOptions::new()
         .max_connections(1)
         .test_before_acquire(false)
@@ -73,38 +73,6 @@ async fn a_begin_cut_short_leaves_no_transaction_for_the_next_borrower() {
 /// Requests per worker, and workers sending at once (as `wrk -c32` does).
 const ROUNDS: usize = 60;
 const WORKERS: usize = 32;
-
-/// A TCP proxy in front of PostgreSQL that holds every chunk for `delay` before passing it on:
-/// a database a network hop away, which widens the window in which a request can be dropped
-/// while its `BEGIN` is on the wire from microseconds to milliseconds.
-async fn slow_proxy(target: String, delay: Duration) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = TcpStream::connect(&target).await else { continue };
-            let (client_read, client_write) = client.into_split();
-            let (server_read, server_write) = server.into_split();
-            tokio::spawn(pump(client_read, server_write, delay));
-            tokio::spawn(pump(server_read, client_write, delay));
-        }
-    });
-    port
-}
-
-async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, delay: Duration) {
-    let mut buffer = vec![0u8; 64 * 1024];
-    while let Ok(n) = from.read(&mut buffer).await {
-        if n == 0 {
-            break;
-        }
-        tokio::time::sleep(delay).await;
-        if to.write_all(&buffer[..n]).await.is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown().await;
-}
 
 /// A small seeded generator, so a failing run can be replayed with `TEST_SEED`.
 struct Xorshift(u64);
@@ -215,7 +183,9 @@ async fn clients_that_hang_up_mid_write_leave_no_transaction_and_no_event_behind
     }
     eprintln!("{} creates, {} answered 201, {} stored, all published", WORKERS * ROUNDS, answered.len(), stored.len());
 
-    // Quiet now: whatever is still idle in a transaction was left there.
+    // Quiet now: whatever is still idle in a transaction was left there. The monitor needs the
+    // 300 ms it counts a session as stuck after, and a round or two more: this wait is the
+    // observation, not a readiness guess.
     tokio::time::sleep(Duration::from_millis(500)).await;
     watch.cancel();
     if let Some(monitor) = monitor {

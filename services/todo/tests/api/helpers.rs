@@ -7,6 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -19,7 +20,8 @@ use service_kit::db::Database;
 use service_kit::startup::StartError;
 use todo::config::Settings;
 use todo::startup::Application;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -390,4 +392,44 @@ pub async fn assert_problem(response: reqwest::Response, status: u16, field: Opt
         assert!(named.contains(&field), "expected field {field:?} in {problem}");
     }
     problem
+}
+
+/// A TCP proxy in front of PostgreSQL (on a port of its own, returned) that holds every chunk
+/// for `delay` before passing it on, a database a network hop away, and passes nothing on at
+/// all while `frozen` is set: a database that stopped answering.
+pub async fn proxy(target: String, delay: Duration, frozen: Arc<std::sync::atomic::AtomicBool>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(&target).await else { continue };
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            tokio::spawn(pump(client_read, server_write, delay, frozen.clone()));
+            tokio::spawn(pump(server_read, client_write, delay, frozen.clone()));
+        }
+    });
+    port
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut buffer = vec![0u8; 64 * 1024];
+    while let Ok(n) = from.read(&mut buffer).await {
+        if n == 0 {
+            break;
+        }
+        tokio::time::sleep(delay).await;
+        while frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }

@@ -64,7 +64,8 @@ async fn a_refused_event_is_parked_and_its_todo_waits_until_an_operator_retries_
     sidecar.wait_for_accepted(1).await;
     assert_eq!(sidecar.accepted()[0].todo_id(), other["id"].as_str().unwrap());
     assert!(sidecar.recorded().iter().all(|r| r.todo_id() != stuck_id || r.version() == 1));
-    // Parked means the relay stopped trying.
+    // Parked means the relay stopped trying. An absence can only be watched for a while: 500 ms
+    // is 25 of the tests' shortest retry delays (RELAY_RETRY_INITIAL_MS 20).
     let attempts = sidecar.recorded().len();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(sidecar.recorded().len(), attempts, "a parked event was tried again");
@@ -112,12 +113,18 @@ async fn a_token_mismatch_is_retried_and_never_parked(backend: Backend) {
     let sidecar = FakeSidecar::start().await;
     forbid(&sidecar, StatusCode::UNAUTHORIZED);
     let app = TestApp::spawn_with(Arc::new(TestDb::new(backend).await), &sidecar, &SETTINGS).await;
+    let created = std::time::Instant::now();
     app.create_todo("ada", "forbidden").await;
-    // Well past the 300 ms after which a refusal is parked, and several attempts later.
-    eventually("several attempts", DEADLINE, || async { (sidecar.recorded().len() >= 4).then_some(()) }).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // An attempt answered well past the 300 ms after which a refusal would be parked: a
+    // refusal would be parked by now, and the relay must still be trying.
+    let attempts_then = eventually("an attempt 600 ms after the first", DEADLINE, || async {
+        let attempts = sidecar.recorded().len();
+        (created.elapsed() > Duration::from_millis(600) && attempts >= 4).then_some(attempts)
+    })
+    .await;
     assert!(parked(&app).await.is_empty(), "a 401 is a configuration alarm, never parked");
-    let before = sidecar.recorded().len();
-    eventually("the relay to keep trying", DEADLINE, || async { (sidecar.recorded().len() > before).then_some(()) })
-        .await;
+    eventually("the relay to keep trying", DEADLINE, || async {
+        (sidecar.recorded().len() > attempts_then).then_some(())
+    })
+    .await;
 }
