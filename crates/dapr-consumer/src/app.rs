@@ -10,11 +10,15 @@ use std::sync::Arc;
 
 use axum::Router;
 use dapr_events::DaprPublisher;
+use dapr_events::schema::EventSchemas;
 use service_kit::db::{Database, Migrations};
+use service_kit::health;
+use service_kit::middleware::shed_load_documented;
+use service_kit::openapi::serve_documented;
 use service_kit::startup::{self, StartError};
-use service_kit::{health, problem, telemetry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::{AppToken, require_app_token};
 use crate::dead_letters::{self, DeadLetters};
@@ -29,6 +33,7 @@ pub struct Consumer {
     db: Database,
     listener: TcpListener,
     publisher: DaprPublisher,
+    schemas: Arc<EventSchemas>,
 }
 
 impl Consumer {
@@ -36,9 +41,10 @@ impl Consumer {
     /// binds `APP_HOST:APP_PORT`.
     pub async fn start(settings: &ConsumerSettings, migrations: Migrations) -> Result<Self, StartError> {
         let publisher = settings.publisher()?;
+        let schemas = Arc::new(EventSchemas::load().map_err(|e| StartError::Contract(e.to_string()))?);
         let db = Database::connect(&settings.database_url, settings.db_max_connections, migrations).await?;
         let listener = TcpListener::bind(SocketAddr::new(settings.host, settings.port)).await?;
-        Ok(Self { settings: settings.clone(), db, listener, publisher })
+        Ok(Self { settings: settings.clone(), db, listener, publisher, schemas })
     }
 
     pub fn db(&self) -> &Database {
@@ -46,35 +52,51 @@ impl Consumer {
     }
 
     /// The app serving `handler` to daprd (behind `APP_API_TOKEN`), the consumer's public
-    /// `api` routes, its `admin` routes and the dead-letter admin API (behind `ADMIN_TOKEN`),
-    /// `/metrics`, `/healthz` and `/readyz`, with problem answers for unknown paths and methods
-    /// and a span per request.
-    pub fn into_app(self, handler: impl EventHandler, api: Router, admin: Router) -> ConsumerApp {
+    /// `api` routes (load-shed past the concurrency limit; the document's title and
+    /// description are `api`'s), its `admin` routes and the dead-letter admin API (behind
+    /// `ADMIN_TOKEN`), `/metrics`, `/healthz` and `/readyz`: see [`Consumer::routes`] and
+    /// [`app`].
+    pub fn into_app(self, handler: impl EventHandler, api: OpenApiRouter, admin: OpenApiRouter) -> ConsumerApp {
+        let routes = self.routes(handler, api, admin);
+        ConsumerApp {
+            router: app(routes, &self.settings),
+            name: self.settings.app_id,
+            grace: self.settings.shutdown_grace,
+            db: self.db,
+            listener: self.listener,
+        }
+    }
+
+    /// Every route of the consumer with its OpenAPI operation.
+    pub fn routes(&self, handler: impl EventHandler, api: OpenApiRouter, admin: OpenApiRouter) -> OpenApiRouter {
         let settings = &self.settings;
         let dead_letters = DeadLetters::new(self.db.clone());
         let app_token = AppToken(settings.app_api_token.as_deref().map(Arc::from));
         let admin_token = AdminToken(settings.admin_token.as_deref().map(Arc::from));
-        let sidecar = deliveries::routes(handler, dead_letters.clone(), &settings.pubsub_name, &settings.app_id)
-            .layer(axum::middleware::from_fn_with_state(app_token, require_app_token));
+        let sidecar = deliveries::routes(
+            handler,
+            self.schemas.clone(),
+            dead_letters.clone(),
+            &settings.pubsub_name,
+            &settings.app_id,
+        )
+        .layer(axum::middleware::from_fn_with_state(app_token, require_app_token));
         let admin = admin
-            .merge(dead_letters::admin::routes(dead_letters.clone(), self.publisher))
+            .merge(dead_letters::admin::routes(dead_letters.clone(), self.publisher.clone()))
             .layer(axum::middleware::from_fn_with_state(admin_token, require_admin_token));
-        let router = Router::new()
+        shed_load_documented(api, &settings.limits)
             .merge(sidecar)
-            .merge(api)
             .merge(admin)
             .merge(metrics::routes(dead_letters, &settings.app_id))
             .merge(health::routes(self.db.clone()))
-            .fallback(problem::not_found)
-            .method_not_allowed_fallback(problem::method_not_allowed);
-        ConsumerApp {
-            name: settings.app_id.clone(),
-            grace: settings.shutdown_grace,
-            db: self.db,
-            listener: self.listener,
-            router: telemetry::with_request_spans(router),
-        }
     }
+}
+
+/// What a consumer serves: `routes` with `/openapi.json` and `/docs`, and what
+/// `service_kit::middleware::harden` adds (problem answers only, a problem for a panic, the
+/// request timeout, a span per request).
+pub fn app(routes: OpenApiRouter, settings: &ConsumerSettings) -> Router {
+    serve_documented(routes, &settings.limits)
 }
 
 /// A consumer ready to serve.

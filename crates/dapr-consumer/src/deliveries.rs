@@ -12,62 +12,122 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use dapr_events::TodoEventType;
-use dapr_events::delivery::{self, Poison};
+use dapr_events::delivery::{self, Poison, TodoEvent};
+use dapr_events::schema::EventSchemas;
 use dapr_events::subscription::{self, DeliveryStatus, Subscription};
+use futures::future::BoxFuture;
+use serde::Serialize;
 use serde_json::Value;
 use service_kit::db::run_to_completion;
-use service_kit::problem::PathText;
+use service_kit::openapi::ProblemResponse;
+use service_kit::problem::{PathText, Problem};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::dead_letters::DeadLetters;
 use crate::handler::{EventHandler, Refusal};
 
+/// The OpenAPI tag of these routes.
+pub const TAG: &str = "dapr";
+
+/// A handler with its type erased, so the routes need no type parameter.
+type Handle = Arc<dyn Fn(TodoEvent) -> BoxFuture<'static, Result<(), Refusal>> + Send + Sync>;
+
 #[derive(Clone)]
-struct Deliveries<H> {
-    handler: H,
+struct Deliveries {
+    handle: Handle,
+    topics: &'static [TodoEventType],
+    schemas: Arc<EventSchemas>,
     dead_letters: DeadLetters,
     pubsub_name: Arc<str>,
     app_id: Arc<str>,
 }
 
-/// `GET /dapr/subscribe`, `GET /dapr/config`, `POST /events/{topic}` (to `handler`) and
-/// `POST /dead-letters/{topic}` (to the store). The caller puts them behind the app token.
-pub fn routes<H: EventHandler>(handler: H, dead_letters: DeadLetters, pubsub_name: &str, app_id: &str) -> Router {
-    Router::new()
-        .route("/dapr/subscribe", get(subscribe::<H>))
-        .route("/dapr/config", get(|| async { Json(serde_json::json!({})) }))
-        .route("/events/{topic}", post(deliver::<H>))
-        .route("/dead-letters/{topic}", post(dead_letter::<H>))
-        .with_state(Deliveries { handler, dead_letters, pubsub_name: pubsub_name.into(), app_id: app_id.into() })
+/// `GET /dapr/subscribe`, `GET /dapr/config`, `POST /events/{topic}` (to `handler`, each
+/// delivery checked against `schemas` first) and `POST /dead-letters/{topic}` (to the store).
+/// The caller puts them behind the app token.
+pub fn routes<H: EventHandler>(
+    handler: H,
+    schemas: Arc<EventSchemas>,
+    dead_letters: DeadLetters,
+    pubsub_name: &str,
+    app_id: &str,
+) -> OpenApiRouter {
+    let handle: Handle = Arc::new(move |event: TodoEvent| {
+        let handler = handler.clone();
+        Box::pin(async move { handler.handle(&event).await })
+    });
+    OpenApiRouter::new()
+        .routes(routes!(subscribe))
+        .routes(routes!(config))
+        .routes(routes!(deliver))
+        .routes(routes!(dead_letter))
+        .with_state(Deliveries {
+            handle,
+            topics: H::TOPICS,
+            schemas,
+            dead_letters,
+            pubsub_name: pubsub_name.into(),
+            app_id: app_id.into(),
+        })
 }
 
-/// Each of the handler's topics delivered to `/events/<topic>`, with its dead-letter topic
-/// delivered to `/dead-letters/<topic>`.
-async fn subscribe<H: EventHandler>(State(deliveries): State<Deliveries<H>>) -> Json<Vec<Subscription>> {
+/// The subscriptions daprd reads at start: each topic delivered to `/events/<topic>`, with its
+/// dead-letter topic delivered to `/dead-letters/<topic>`.
+#[utoipa::path(get, path = "/dapr/subscribe", tag = TAG, security(("app_token" = [])), responses(
+    (status = 200, description = "The app's subscriptions.", body = Vec<Subscription>),
+    (status = 401, description = "No or a wrong `dapr-api-token`.", body = Problem, content_type = "application/problem+json"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
+async fn subscribe(State(deliveries): State<Deliveries>) -> Json<Vec<Subscription>> {
     Json(subscription::with_dead_letters(
         &deliveries.pubsub_name,
         &deliveries.app_id,
-        H::TOPICS.iter().copied().map(TodoEventType::topic),
+        deliveries.topics.iter().copied().map(TodoEventType::topic),
     ))
 }
 
-async fn deliver<H: EventHandler>(State(deliveries): State<Deliveries<H>>, body: Bytes) -> Answer {
-    let refusal = match delivery::read_todo_event(&body) {
+/// The app's Dapr configuration: none (the defaults).
+#[utoipa::path(get, path = "/dapr/config", tag = TAG, security(("app_token" = [])), responses(
+    (status = 200, description = "An empty object.", body = Object, example = json!({})),
+    (status = 401, description = "No or a wrong `dapr-api-token`.", body = Problem, content_type = "application/problem+json"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
+async fn config() -> Json<Value> {
+    Json(serde_json::json!({}))
+}
+
+/// daprd's answer from the app, as the pub/sub API defines it.
+#[derive(Serialize, utoipa::ToSchema)]
+struct DeliveryAnswer {
+    status: DeliveryStatus,
+}
+
+/// A delivery of a todo event (a CloudEvent, as daprd posts it).
+///
+/// `SUCCESS` once applied (or applied before); `RETRY` for a transient failure; `DROP` for what
+/// can never be applied: not a CloudEvent 1.0, an unknown type, a `dataschema` major version
+/// this consumer does not read, or `data` that breaks its JSON Schema (`schemas/events/`).
+#[utoipa::path(post, path = "/events/{topic}", tag = TAG, security(("app_token" = [])),
+    params(("topic" = String, Path, description = "The topic, the event type's own name.", example = "todos.task.created")),
+    request_body(content = Object, content_type = "application/cloudevents+json", description = "A CloudEvent 1.0 of a todo event type; any body is answered."),
+    responses(
+        (status = 200, description = "What daprd should do with the delivery.", body = DeliveryAnswer, example = json!({"status": "SUCCESS"})),
+        (status = 401, description = "No or a wrong `dapr-api-token`.", body = Problem, content_type = "application/problem+json"),
+        (status = "default", response = inline(ProblemResponse)),
+))]
+async fn deliver(State(deliveries): State<Deliveries>, PathText(_topic): PathText, body: Bytes) -> Answer {
+    let refusal = match delivery::read_todo_event(&body, &deliveries.schemas) {
         Err(Poison(reason)) => Refusal::Drop(reason),
         // To its end even if daprd gives up waiting and closes the connection: a unit of work
         // is never abandoned half-way (see `service_kit::db::run_to_completion`).
-        Ok(event) => match run_to_completion({
-            let handler = deliveries.handler.clone();
-            async move { handler.handle(&event).await }
-        })
-        .await
-        {
+        Ok(event) => match run_to_completion((deliveries.handle)(event)).await {
             Ok(()) => return Answer(DeliveryStatus::Success),
             Err(refusal) => refusal,
         },
@@ -86,13 +146,19 @@ async fn deliver<H: EventHandler>(State(deliveries): State<Deliveries<H>>, body:
     Answer(status)
 }
 
-/// Parks what arrives on a dead-letter topic. SUCCESS once stored; RETRY when the database is
-/// unavailable (the letter is not lost: daprd delivers it again).
-async fn dead_letter<H: EventHandler>(
-    State(deliveries): State<Deliveries<H>>,
-    PathText(topic): PathText,
-    body: Bytes,
-) -> Answer {
+/// A delivery from a dead-letter topic, stored for an operator (`/admin/dead-letters`).
+///
+/// `SUCCESS` once stored; `RETRY` when the database is unavailable (the letter is not lost:
+/// daprd delivers it again).
+#[utoipa::path(post, path = "/dead-letters/{topic}", tag = TAG, security(("app_token" = [])),
+    params(("topic" = String, Path, description = "The original topic of the dead letter.", example = "todos.task.created")),
+    request_body(content = Object, content_type = "application/cloudevents+json", description = "The CloudEvent that was dropped or could not be delivered; any body is stored."),
+    responses(
+        (status = 200, description = "What daprd should do with the delivery.", body = DeliveryAnswer, example = json!({"status": "SUCCESS"})),
+        (status = 401, description = "No or a wrong `dapr-api-token`.", body = Problem, content_type = "application/problem+json"),
+        (status = "default", response = inline(ProblemResponse)),
+))]
+async fn dead_letter(State(deliveries): State<Deliveries>, PathText(topic): PathText, body: Bytes) -> Answer {
     match deliveries.dead_letters.park(&body, &topic).await {
         Ok(()) => Answer(DeliveryStatus::Success),
         Err(error) => {
@@ -107,6 +173,6 @@ struct Answer(DeliveryStatus);
 
 impl IntoResponse for Answer {
     fn into_response(self) -> Response {
-        (StatusCode::OK, Json(serde_json::json!({ "status": self.0 }))).into_response()
+        (StatusCode::OK, Json(DeliveryAnswer { status: self.0 })).into_response()
     }
 }

@@ -1,12 +1,14 @@
 //! `GET /metrics` in the Prometheus text exposition format: the dead-letter depth.
 
-use axum::Router;
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use service_kit::openapi::ProblemResponse;
 use service_kit::problem::Problem;
-use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::dead_letters::DeadLetters;
 
@@ -17,10 +19,15 @@ struct Metrics {
     consumer: Arc<str>,
 }
 
-pub fn routes(store: DeadLetters, consumer: &str) -> Router {
-    Router::new().route("/metrics", get(metrics)).with_state(Metrics { store, consumer: consumer.into() })
+pub fn routes(store: DeadLetters, consumer: &str) -> OpenApiRouter {
+    OpenApiRouter::new().routes(routes!(metrics)).with_state(Metrics { store, consumer: consumer.into() })
 }
 
+/// Prometheus text exposition: the dead letters waiting for an operator.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "`dapr_todo_dead_letters`.", body = String, content_type = "text/plain"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
 async fn metrics(State(metrics): State<Metrics>) -> Result<Response, Problem> {
     let parked = metrics.store.parked().await?;
     let body = format!(

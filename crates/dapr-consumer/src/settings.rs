@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use dapr_events::{DaprPublisher, PublisherConfig};
 use service_kit::env::{ConfigError, Env};
+use service_kit::middleware::Limits;
 
 /// The configuration every consumer reads; each variable has a default (docs/configuration.md).
 #[derive(Debug, Clone)]
@@ -31,6 +32,8 @@ pub struct ConsumerSettings {
     pub log_json: bool,
     /// `SHUTDOWN_GRACE_MS` (default 20000): how long in-flight requests may run on after SIGTERM.
     pub shutdown_grace: Duration,
+    /// `REQUEST_TIMEOUT_MS` (default 30000) and `MAX_CONCURRENT_REQUESTS` (default 256).
+    pub limits: Limits,
 }
 
 impl ConsumerSettings {
@@ -56,6 +59,7 @@ impl ConsumerSettings {
             admin_token: env.get("ADMIN_TOKEN"),
             log_json: env.log_json()?,
             shutdown_grace: env.shutdown_grace()?,
+            limits: Limits::read(env)?,
         })
     }
 

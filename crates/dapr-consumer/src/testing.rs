@@ -107,8 +107,10 @@ pub fn todo_event(
                  "createdAt": "2026-11-23T10:00:00.000000Z", "updatedAt": at,
                  "completedAt": if completed { serde_json::Value::String(at.clone()) } else { serde_json::Value::Null }}
     });
-    if event_type == "todos.task.deleted" {
-        event["data"]["deletedAt"] = serde_json::Value::String(at);
+    match event_type {
+        "todos.task.deleted" => event["data"]["deletedAt"] = serde_json::Value::String(at),
+        "todos.task.updated" => event["data"]["changedFields"] = serde_json::json!(["title"]),
+        _ => {}
     }
     event
 }

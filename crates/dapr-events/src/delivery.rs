@@ -1,8 +1,11 @@
-//! Reading a delivered todo event, or recognising it as poison (answered `DROP`).
+//! Reading a delivered todo event, or recognising it as poison (answered `DROP`): the
+//! envelope and the `data` are checked against the published schemas (`crate::schema`), so what
+//! a consumer accepts is exactly what the contract promises.
 
 use serde_json::Value;
 
-use crate::catalog::{SCHEMA_MAJOR_VERSION, TodoEventData, TodoEventType};
+use crate::catalog::{SCHEMA_BASE_URI, SCHEMA_MAJOR_VERSION, TodoEventData, TodoEventType};
+use crate::schema::EventSchemas;
 
 /// A delivered todo event, checked: what a consumer acts on.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,81 +19,70 @@ pub struct TodoEvent {
     pub envelope: Value,
 }
 
-/// Why a delivery can never be processed: answered with DROP (and logged with this reason).
+/// Why a delivery can never be processed: answered with DROP, logged, and kept as the dead
+/// letter's reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct Poison(pub String);
 
-/// Reads a delivery body as a todo event (tolerant of unknown fields), or says why it is
-/// poison: not a CloudEvent, an unknown type, a schema major version we do not read, or data
-/// that does not validate.
-pub fn read_todo_event(body: &[u8]) -> Result<TodoEvent, Poison> {
+/// Reads a delivery body as a todo event, or says why it is poison: not JSON, an envelope that
+/// breaks `cloudevent.json`, an unknown type, a `dataschema` this consumer does not read, or
+/// `data` that breaks the (open reading of the) schema of its type and major version.
+pub fn read_todo_event(body: &[u8], schemas: &EventSchemas) -> Result<TodoEvent, Poison> {
     let envelope: Value = serde_json::from_slice(body).map_err(|e| Poison(format!("the body is not JSON: {e}")))?;
-    let Value::Object(attributes) = &envelope else {
-        return Err(Poison("the body is not a CloudEvent (not a JSON object)".into()));
+    let violations = schemas.envelope_errors(&envelope);
+    if !violations.is_empty() {
+        return Err(Poison(format!("not a CloudEvent 1.0 (cloudevent.json): {}", violations.join("; "))));
+    }
+    let text = |name: &str| envelope.get(name).and_then(Value::as_str);
+    let id = text("id").unwrap_or_default().to_owned();
+    let event_type: TodoEventType = text("type")
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e: crate::catalog::UnknownEventType| Poison(e.to_string()))?;
+    let major = match text("dataschema") {
+        None => SCHEMA_MAJOR_VERSION,
+        Some(uri) => schema_major_version(uri, event_type)
+            .ok_or_else(|| Poison(format!("dataschema {uri:?} is not a schema of {event_type}")))?,
     };
-    let text = |name: &str| attributes.get(name).and_then(Value::as_str).filter(|v| !v.is_empty());
-    for required in ["id", "source", "type", "specversion"] {
-        if text(required).is_none() {
-            return Err(Poison(format!("the CloudEvent has no {required}")));
-        }
+    if !schemas.reads_major(event_type, major) {
+        return Err(Poison(format!("{event_type} schema major version {major} is not supported")));
     }
-    let id = text("id").expect("checked").to_owned();
-    let event_type: TodoEventType =
-        text("type").expect("checked").parse().map_err(|e: crate::catalog::UnknownEventType| Poison(e.to_string()))?;
-    if let Some(schema) = text("dataschema") {
-        match schema_major_version(schema) {
-            Some(SCHEMA_MAJOR_VERSION) => {}
-            Some(major) => return Err(Poison(format!("schema major version {major} is not supported ({schema})"))),
-            None => return Err(Poison(format!("dataschema {schema:?} names no major version"))),
-        }
+    let data = &envelope["data"];
+    let violations = schemas.data_errors(event_type, major, data).unwrap_or_default();
+    if !violations.is_empty() {
+        return Err(Poison(format!("data breaks {event_type}/v{major}.json: {}", violations.join("; "))));
     }
-    let data = attributes.get("data").ok_or_else(|| Poison("the CloudEvent has no data".into()))?;
     let data: TodoEventData =
         serde_path_to_error::deserialize(data).map_err(|e| Poison(format!("data.{}: {}", e.path(), e.inner())))?;
-    validate(&data, event_type)?;
-    Ok(TodoEvent { id, event_type, correlation_id: text("correlationid").map(str::to_owned), data, envelope })
+    let correlation_id = text("correlationid").map(str::to_owned);
+    Ok(TodoEvent { id, event_type, correlation_id, data, envelope })
 }
 
-/// `…/<type>/v<major>.json` → major.
-fn schema_major_version(schema: &str) -> Option<u32> {
-    schema.rsplit('/').next()?.strip_prefix('v')?.strip_suffix(".json")?.parse().ok()
-}
-
-/// What the schema promises beyond types: a positive version, a title, a user, and a status
-/// that agrees with the event.
-fn validate(data: &TodoEventData, event_type: TodoEventType) -> Result<(), Poison> {
-    let fail = |field: &str, detail: &str| Err(Poison(format!("data.{field}: {detail}")));
-    if data.version < 1 {
-        return fail("version", "must be at least 1");
-    }
-    if data.user_id.is_empty() {
-        return fail("userId", "must not be empty");
-    }
-    if data.title.trim().is_empty() {
-        return fail("title", "must not be empty");
-    }
-    match event_type {
-        TodoEventType::Completed if data.completed_at.is_none() => fail("completedAt", "a completed todo has one"),
-        TodoEventType::Deleted if data.deleted_at.is_none() => fail("deletedAt", "a deleted todo has one"),
-        _ => Ok(()),
-    }
+/// `{SCHEMA_BASE_URI}/<type>/v<major>.json` → major, for `event_type`'s own schemas only.
+fn schema_major_version(uri: &str, event_type: TodoEventType) -> Option<u32> {
+    let file = uri.strip_prefix(SCHEMA_BASE_URI)?.strip_prefix('/')?.strip_prefix(event_type.as_str())?;
+    file.strip_prefix("/v")?.strip_suffix(".json")?.parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::sync::LazyLock;
+
+    static SCHEMAS: LazyLock<EventSchemas> = LazyLock::new(|| EventSchemas::load().unwrap());
 
     fn event(overrides: Value) -> Value {
         let mut event = json!({
             "specversion": "1.0", "id": "e1", "source": "todo", "type": "todos.task.completed",
             "dataschema": "https://dapr-todo.example/schemas/events/todos.task.completed/v1.json",
+            "datacontenttype": "application/json",
             "correlationid": "c1", "topic": "todos.task.completed", "pubsubname": "pubsub",
             "data": {"todoId": "0190f2a4-8c1e-7d3a-9b7e-2f1c3d4e5f60", "userId": "ada", "title": "t",
                      "description": null, "dueAt": null, "status": "completed", "version": 2,
-                     "createdAt": "2026-11-22T10:00:00Z", "updatedAt": "2026-11-22T11:00:00Z",
-                     "completedAt": "2026-11-22T11:00:00Z", "futureField": 1}
+                     "createdAt": "2026-11-22T10:00:00.000000Z", "updatedAt": "2026-11-22T11:00:00.000000Z",
+                     "completedAt": "2026-11-22T11:00:00.000000Z", "futureField": 1}
         });
         let (Value::Object(target), Value::Object(changes)) = (&mut event, overrides) else { unreachable!() };
         for (key, value) in changes {
@@ -108,7 +100,7 @@ mod tests {
     }
 
     fn read(value: Value) -> Result<TodoEvent, Poison> {
-        read_todo_event(value.to_string().as_bytes())
+        read_todo_event(value.to_string().as_bytes(), &SCHEMAS)
     }
 
     #[test]
@@ -117,21 +109,47 @@ mod tests {
         assert_eq!((event.id.as_str(), event.event_type), ("e1", TodoEventType::Completed));
         assert_eq!(event.correlation_id.as_deref(), Some("c1"));
         assert_eq!(event.data.version, 2);
+        assert!(read(event_without_dataschema()).is_ok(), "no dataschema reads as the current major");
+    }
+
+    fn event_without_dataschema() -> Value {
+        event(json!({"dataschema": null}))
     }
 
     #[test]
     fn poison_is_named() {
         let reason = |value: Value| read(value).unwrap_err().0;
-        assert!(read_todo_event(b"not json").unwrap_err().0.contains("not JSON"));
-        assert!(reason(json!([1])).contains("not a JSON object"));
-        assert!(reason(event(json!({"id": null}))).contains("no id"));
+        assert!(read_todo_event(b"not json", &SCHEMAS).unwrap_err().0.contains("not JSON"));
+        assert!(reason(json!([1])).contains("not a CloudEvent"));
+        assert!(reason(event(json!({"id": null}))).contains("\"id\""));
+        assert!(reason(event(json!({"specversion": "0.3"}))).contains("/specversion"));
         assert!(reason(event(json!({"type": "todos.task.exploded"}))).contains("todos.task.exploded"));
         assert!(
-            reason(event(json!({"dataschema": "https://x/todos.task.completed/v2.json"}))).contains("major version 2")
+            reason(event(
+                json!({"dataschema": "https://dapr-todo.example/schemas/events/todos.task.completed/v2.json"})
+            ))
+            .contains("major version 2")
         );
-        assert!(reason(event(json!({"data": {"version": "two"}}))).contains("data.version"));
-        assert!(reason(event(json!({"data": {"version": 0}}))).contains("data.version"));
-        assert!(reason(event(json!({"data": {"completedAt": null}}))).contains("data.completedAt"));
-        assert!(reason(event(json!({"data": {"todoId": "nope"}}))).contains("data.todoId"));
+        assert!(
+            reason(event(json!({"dataschema": "https://dapr-todo.example/schemas/events/todos.task.created/v1.json"})))
+                .contains("not a schema of todos.task.completed")
+        );
+        assert!(reason(event(json!({"data": {"version": "two"}}))).contains("/version"));
+        assert!(reason(event(json!({"data": {"version": 0}}))).contains("/version"));
+        assert!(reason(event(json!({"data": {"completedAt": null}}))).contains("/completedAt"));
+        assert!(reason(event(json!({"data": {"todoId": "nope"}}))).contains("/todoId"));
+    }
+
+    /// What a hostile producer sent with a valid app token, each answered SUCCESS before the
+    /// consumers read through the schemas.
+    #[test]
+    fn schema_breaking_data_is_poison() {
+        let reason = |data: Value| read(event(json!({"data": data}))).unwrap_err().0;
+        assert!(reason(json!({"userId": "ada lovelace"})).contains("/userId"));
+        assert!(reason(json!({"title": "t".repeat(100_000)})).contains("/title"));
+        assert!(reason(json!({"title": "nul\u{0}inside"})).contains("/title"));
+        assert!(reason(json!({"description": "bell\u{7}"})).contains("/description"));
+        assert!(reason(json!({"updatedAt": "+10000-01-01T00:00:00.000000Z"})).contains("/updatedAt"));
+        assert!(reason(json!({"status": "open"})).contains("/status"));
     }
 }

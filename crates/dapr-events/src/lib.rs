@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod cloudevent;
 pub mod delivery;
 pub mod publish;
+pub mod schema;
 pub mod subscription;
 pub mod timestamp;
 pub mod trace;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// One entry of the app's `GET /dapr/subscribe` answer (v1 shape: one route per topic).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Subscription {
     pub pubsubname: String,
     pub topic: String,
@@ -60,7 +60,7 @@ pub fn with_dead_letters<'a>(
 
 /// What the app tells daprd about one delivery (contract §3.4), as `{"status": …}` in a 200
 /// answer: daprd reads the status only from a 2xx answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DeliveryStatus {
     /// Processed (or already processed before): acknowledge.

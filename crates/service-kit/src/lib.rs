@@ -2,13 +2,17 @@
 //! `dapr-consumer`): the database ([`db`]: SQLite or PostgreSQL by URL, embedded migrations,
 //! the per-backend SQL in [`db::dialect`]), RFC 9457 problem responses ([`problem`]), keyset
 //! pagination ([`pagination`]), configuration from the environment ([`env`]), health and
-//! readiness ([`health`]), the admin API's token check ([`auth`]), logging and request spans ([`telemetry`]), start-up errors, serving
-//! and graceful shutdown ([`startup`]).
+//! readiness ([`health`]), the admin API's token check ([`auth`]), logging and request spans
+//! ([`telemetry`]), what wraps every router ([`middleware`]: panics, problems only, limits), the
+//! OpenAPI document's shared parts and its routes ([`openapi`]), start-up errors, serving and
+//! graceful shutdown ([`startup`]).
 
 pub mod auth;
 pub mod db;
 pub mod env;
 pub mod health;
+pub mod middleware;
+pub mod openapi;
 pub mod pagination;
 pub mod problem;
 pub mod startup;

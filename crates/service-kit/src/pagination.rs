@@ -47,11 +47,12 @@ impl PageRequest {
 }
 
 /// One page of a list as every API answers it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(example = "djE6MDE5MGYyYTQtOGMxZS03ZDNhLTliN2UtMmYxYzNkNGU1ZjYw")]
     pub next_cursor: Option<String>,
 }
 
@@ -72,7 +73,8 @@ fn encode_cursor(last_id: Uuid) -> String {
     URL_SAFE_NO_PAD.encode(format!("v1:{last_id}"))
 }
 
-fn decode_cursor(cursor: &str) -> Result<Uuid, FieldError> {
+/// The id a cursor names; public for the fuzz target (`fuzz/`).
+pub fn decode_cursor(cursor: &str) -> Result<Uuid, FieldError> {
     URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()

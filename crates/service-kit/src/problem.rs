@@ -11,7 +11,8 @@ const TYPE_BASE: &str = "https://dapr-todo.example/problems/";
 
 /// One invalid input: `field` is the JSON field (dotted path for nested ones), query
 /// parameter, path parameter or header name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"field": "title", "detail": "must be 1 to 200 characters after trimming"}))]
 pub struct FieldError {
     pub field: String,
     pub detail: String,
@@ -23,11 +24,21 @@ impl FieldError {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// An RFC 9457 problem: `type` names the kind of failure (branch on it, not on prose), `errors`
+/// the fields, parameters or headers at fault.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "type": "https://dapr-todo.example/problems/validation-failed",
+    "title": "Unprocessable Entity",
+    "status": 422,
+    "detail": "The request body has invalid fields; see `errors`.",
+    "errors": [{"field": "title", "detail": "must be 1 to 200 characters after trimming"}]
+}))]
 pub struct Problem {
     #[serde(rename = "type")]
     type_uri: String,
     title: &'static str,
+    #[schema(minimum = 400, maximum = 599)]
     status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,

@@ -19,6 +19,10 @@ pub enum StartError {
     Database(#[from] DbError),
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
+    /// The event contract compiled into the service does not compile (`schemas/events/`): a
+    /// defect of the build, found before serving anything.
+    #[error("the event schemas: {0}")]
+    Contract(String),
     /// A task the service cannot run without (the todo service's relay) ended before shutdown.
     #[error("{task} stopped unexpectedly: {reason}")]
     TaskStopped { task: &'static str, reason: String },

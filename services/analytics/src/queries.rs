@@ -9,16 +9,17 @@
 use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Query, State};
-use axum::routing::{get, post};
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use dapr_events::catalog::validate_user_id;
 use dapr_events::timestamp;
 use serde::Serialize;
-use serde_json::{Value, json};
 use service_kit::db::Database;
+use service_kit::openapi::{ProblemResponse, SecuritySchemes};
 use service_kit::problem::{FieldError, PathText, Problem};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::projection;
 
@@ -31,20 +32,40 @@ fn bad_request(field: impl Into<String>, detail: impl Into<String>) -> Problem {
 /// The longest range `GET /analytics/daily` answers.
 const MAX_DAYS: i64 = 366;
 
-pub fn routes(db: Database) -> Router {
-    Router::new()
-        .route("/analytics/users/{userId}", get(user))
-        .route("/analytics/summary", get(summary))
-        .route("/analytics/daily", get(daily))
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "dapr-todo: analytics service", description = "Per-user, overall and daily figures over every todo event, a read model consumed exactly once from Dapr pub/sub and rebuildable from its event log. Every error answer is an RFC 9457 problem (application/problem+json)."),
+    tags(
+        (name = TAG, description = "The figures."),
+        (name = ADMIN_TAG, description = "Operators: rebuilding the projection."),
+        (name = "dapr", description = "The routes daprd calls: subscriptions and deliveries."),
+        (name = "dead letters", description = "Operators: what could not be delivered (docs/operations.md)."),
+        (name = "health", description = "Liveness and readiness probes."),
+        (name = "operations", description = "Prometheus metrics."),
+    ),
+    modifiers(&SecuritySchemes),
+)]
+struct ApiDoc;
+
+/// The OpenAPI tags of these routes.
+pub const TAG: &str = "analytics";
+pub const ADMIN_TAG: &str = "projection";
+
+/// The figures API, in a router that carries the service's OpenAPI description.
+pub fn routes(db: Database) -> OpenApiRouter {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(user))
+        .routes(routes!(summary))
+        .routes(routes!(daily))
         .with_state(db)
 }
 
 /// The admin routes; the caller puts them behind the admin token.
-pub fn admin_routes(db: Database) -> Router {
-    Router::new().route("/admin/projections/rebuild", post(rebuild)).with_state(db)
+pub fn admin_routes(db: Database) -> OpenApiRouter {
+    OpenApiRouter::new().routes(routes!(rebuild)).with_state(db)
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Figures {
     pub created: i64,
@@ -101,33 +122,99 @@ async fn figures(db: &Database, user_id: Option<&str>) -> Result<Figures> {
     })
 }
 
-/// `GET /analytics/users/{userId}`: a user nobody has seen yet has all-zero figures.
-async fn user(State(db): State<Database>, PathText(user_id): PathText) -> Result<Json<Value>> {
-    validate_user_id(&user_id).map_err(|detail| bad_request("userId", detail))?;
-    let figures = figures(&db, Some(&user_id)).await?;
-    let mut body = serde_json::to_value(figures).expect("figures serialise");
-    body["userId"] = Value::String(user_id);
-    Ok(Json(body))
+/// A user's figures, with `userId`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct UserFigures {
+    user_id: String,
+    #[serde(flatten)]
+    figures: Figures,
 }
 
-/// `GET /analytics/summary`: everyone's figures, and how many users have todos.
-async fn summary(State(db): State<Database>) -> Result<Json<Value>> {
+/// Everyone's figures, with how many users have todos.
+#[derive(Serialize, utoipa::ToSchema)]
+struct SummaryFigures {
+    users: i64,
+    #[serde(flatten)]
+    figures: Figures,
+}
+
+/// One day of `GET /analytics/daily`.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Day {
+    #[schema(format = Date, example = "2026-12-01")]
+    date: String,
+    created: i64,
+    completed: i64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct DailyFigures {
+    #[schema(format = Date)]
+    from: String,
+    #[schema(format = Date)]
+    to: String,
+    days: Vec<Day>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Rebuilt {
+    replayed_events: u64,
+}
+
+/// One user's figures; a user nobody has seen yet has all-zero figures.
+#[utoipa::path(get, path = "/analytics/users/{userId}", tag = TAG,
+    params(("userId" = String, Path, description = "1 to 64 of letters, digits and `. _ @ -`.", pattern = "^[A-Za-z0-9._@-]{1,64}$")), responses(
+    (status = 200, description = "The user's figures.", body = UserFigures),
+    (status = 400, description = "A malformed user id.", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
+async fn user(State(db): State<Database>, PathText(user_id): PathText) -> Result<Json<UserFigures>> {
+    validate_user_id(&user_id).map_err(|detail| bad_request("userId", detail))?;
+    let figures = figures(&db, Some(&user_id)).await?;
+    Ok(Json(UserFigures { user_id, figures }))
+}
+
+/// Everyone's figures, and how many users have todos.
+#[utoipa::path(get, path = "/analytics/summary", tag = TAG, responses(
+    (status = 200, description = "The overall figures.", body = SummaryFigures),
+    (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
+async fn summary(State(db): State<Database>) -> Result<Json<SummaryFigures>> {
     let figures = figures(&db, None).await?;
     let users: i64 =
         sqlx::query_scalar("SELECT COUNT(DISTINCT user_id) FROM todo_states").fetch_one(&db.reader).await?;
-    let mut body = serde_json::to_value(figures).expect("figures serialise");
-    body["users"] = json!(users);
-    Ok(Json(body))
+    Ok(Json(SummaryFigures { users, figures }))
 }
 
+/// A `YYYY-MM-DD` date in years 0000 to 9999, the years a stored timestamp can fall in
+/// (`dapr_events::timestamp`). chrono alone reads `+262142-12-31` too, whose next day does not
+/// exist.
 fn date_param(query: &HashMap<String, String>, name: &str) -> Result<NaiveDate> {
     let text = query.get(name).ok_or_else(|| bad_request(name, "is required (YYYY-MM-DD)"))?;
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| bad_request(name, "must be a date (YYYY-MM-DD)"))
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .filter(|date| text.len() == 10 && timestamp::YEARS.contains(&date.year()))
+        .ok_or_else(|| bad_request(name, "must be a date from 0000-01-01 to 9999-12-31 (YYYY-MM-DD)"))
 }
 
-/// `GET /analytics/daily?from=YYYY-MM-DD&to=YYYY-MM-DD[&userId=]`: every day of the range
-/// (inclusive, at most 366 days), zeros included.
-async fn daily(State(db): State<Database>, Query(query): Query<HashMap<String, String>>) -> Result<Json<Value>> {
+/// Created and completed counts per day (UTC) over a range.
+///
+/// Every day of the range (inclusive, at most 366 days) is listed, zeros included.
+#[utoipa::path(get, path = "/analytics/daily", tag = TAG, params(
+    ("from" = String, Query, description = "The first day, `YYYY-MM-DD`.", format = Date, example = "2026-12-01"),
+    ("to" = String, Query, description = "The last day, `YYYY-MM-DD`; at most 365 days after `from`.", format = Date, example = "2026-12-07"),
+    ("userId" = Option<String>, Query, description = "Only this user's todos.", pattern = "^[A-Za-z0-9._@-]{1,64}$"),
+), responses(
+    (status = 200, description = "One entry per day.", body = DailyFigures),
+    (status = 400, description = "A missing, unknown or malformed parameter, or a range that is reversed or too long.", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
+async fn daily(State(db): State<Database>, Query(query): Query<HashMap<String, String>>) -> Result<Json<DailyFigures>> {
     if let Some(unknown) = query.keys().find(|k| !matches!(k.as_str(), "from" | "to" | "userId")) {
         return Err(bad_request(unknown.clone(), "unknown query parameter (from, to, userId)"));
     }
@@ -142,8 +229,10 @@ async fn daily(State(db): State<Database>, Query(query): Query<HashMap<String, S
     if let Some(user_id) = user_id {
         validate_user_id(user_id).map_err(|detail| bad_request("userId", detail))?;
     }
-    let (start, end) =
-        (from.format("%Y-%m-%d").to_string(), (to + chrono::Days::new(1)).format("%Y-%m-%d").to_string());
+    // The exclusive end: the day after `to`, which for 9999-12-31 is no date, but as text
+    // "10000-01-01" still sorts after every stored time of year 9999.
+    let end = to.succ_opt().map_or_else(|| "10000-01-01".to_owned(), |next| next.format("%Y-%m-%d").to_string());
+    let start = from.format("%Y-%m-%d").to_string();
     let mut days: BTreeMap<String, (i64, i64)> =
         from.iter_days().take_while(|d| *d <= to).map(|d| (d.format("%Y-%m-%d").to_string(), (0, 0))).collect();
     for (column, slot) in [("created_at", 0), ("completed_at", 1)] {
@@ -163,15 +252,18 @@ async fn daily(State(db): State<Database>, Query(query): Query<HashMap<String, S
             }
         }
     }
-    let days: Vec<Value> = days
-        .into_iter()
-        .map(|(date, (created, completed))| json!({"date": date, "created": created, "completed": completed}))
-        .collect();
-    Ok(Json(json!({"from": start, "to": to.format("%Y-%m-%d").to_string(), "days": days})))
+    let days = days.into_iter().map(|(date, (created, completed))| Day { date, created, completed }).collect();
+    Ok(Json(DailyFigures { from: start, to: to.format("%Y-%m-%d").to_string(), days }))
 }
 
-/// `POST /admin/projections/rebuild`: drops the projection and replays the event log.
-async fn rebuild(State(db): State<Database>) -> Result<Json<Value>> {
-    let replayed = projection::rebuild(&db).await?;
-    Ok(Json(json!({"replayedEvents": replayed})))
+/// Drop the projection and replay the event log into it.
+#[utoipa::path(post, path = "/admin/projections/rebuild", tag = ADMIN_TAG, security(("admin_token" = [])), responses(
+    (status = 200, description = "Rebuilt.", body = Rebuilt, example = json!({"replayedEvents": 1520})),
+    (status = 401, description = "No or a wrong bearer token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "The admin API is disabled (no `ADMIN_TOKEN`).", body = Problem, content_type = "application/problem+json"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
+async fn rebuild(State(db): State<Database>) -> Result<Json<Rebuilt>> {
+    let replayed_events = projection::rebuild(&db).await?;
+    Ok(Json(Rebuilt { replayed_events }))
 }

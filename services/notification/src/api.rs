@@ -3,22 +3,55 @@
 
 use std::collections::HashMap;
 
+use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use dapr_events::catalog::validate_user_id;
 use service_kit::db::Database;
+use service_kit::openapi::{ProblemResponse, SecuritySchemes};
 use service_kit::pagination::{Page, PageRequest};
 use service_kit::problem::{FieldError, PathText, Problem};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::notifications::{self, Notification};
 
-pub fn routes(db: Database) -> Router {
-    Router::new().route("/notifications", get(list)).route("/notifications/{id}/read", post(mark_read)).with_state(db)
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "dapr-todo: notification service", description = "In-app notifications of todo events (created, completed), consumed exactly once from Dapr pub/sub. Every error answer is an RFC 9457 problem (application/problem+json)."),
+    tags(
+        (name = TAG, description = "A user's notifications."),
+        (name = "dapr", description = "The routes daprd calls: subscriptions and deliveries."),
+        (name = "dead letters", description = "Operators: what could not be delivered (docs/operations.md)."),
+        (name = "health", description = "Liveness and readiness probes."),
+        (name = "operations", description = "Prometheus metrics."),
+    ),
+    modifiers(&SecuritySchemes),
+)]
+struct ApiDoc;
+
+/// The OpenAPI tag of these routes.
+pub const TAG: &str = "notifications";
+
+/// The notifications API, in a router that carries the service's OpenAPI description.
+pub fn routes(db: Database) -> OpenApiRouter {
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).routes(routes!(list)).routes(routes!(mark_read)).with_state(db)
 }
 
+/// A user's notifications, newest change first, a page at a time.
+#[utoipa::path(get, path = "/notifications", tag = TAG, params(
+    ("userId" = String, Query, description = "Whose notifications.", pattern = "^[A-Za-z0-9._@-]{1,64}$"),
+    ("unread" = Option<bool>, Query, description = "`true`: unread ones only."),
+    ("limit" = Option<i64>, Query, description = "1 to 100 (default 20).", minimum = 1, maximum = 100),
+    ("cursor" = Option<String>, Query, description = "`nextCursor` of the page before."),
+), responses(
+    (status = 200, description = "A page of notifications.", body = Page<Notification>),
+    (status = 400, description = "A missing, unknown or malformed query parameter, named in `errors`.", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
 async fn list(
     State(db): State<Database>,
     Query(query): Query<HashMap<String, String>>,
@@ -38,7 +71,16 @@ async fn list(
     Ok(Json(Page::from_rows(rows, &page, |notification| notification.id)))
 }
 
+/// Mark a notification read.
+///
 /// Idempotent: the first read time is kept.
+#[utoipa::path(post, path = "/notifications/{id}/read", tag = TAG, params(("id" = Uuid, Path, description = "The notification's id.")), responses(
+    (status = 200, description = "The notification, read.", body = Notification),
+    (status = 400, description = "The id is not a UUID.", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No notification with this id.", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
 async fn mark_read(State(db): State<Database>, PathText(raw): PathText) -> Result<Json<Notification>, Problem> {
     let id = Uuid::parse_str(&raw).map_err(|_| bad_request("id", "not a UUID"))?;
     notifications::mark_read(&db, id).await?.map(Json).ok_or_else(|| {

@@ -16,7 +16,7 @@ use uuid::Uuid;
 /// The effect name under which in-app notifications are recorded as processed.
 pub const IN_APP: &str = "notification.inapp";
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Notification {
     pub id: Uuid,
@@ -24,6 +24,7 @@ pub struct Notification {
     pub todo_id: Uuid,
     pub event_id: String,
     /// `created` or `completed`.
+    #[schema(example = "completed")]
     pub kind: String,
     pub title: String,
     pub message: String,

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use dapr_consumer::{Consumer, ConsumerApp};
 use service_kit::db::Migrations;
 use service_kit::env::ConfigError;
 use service_kit::startup::StartError;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::api;
 use crate::config::Settings;
@@ -31,5 +31,5 @@ pub async fn build(settings: Settings) -> Result<ConsumerApp, StartError> {
         .transpose()?;
     let consumer = Consumer::start(&settings.consumer, MIGRATIONS).await?;
     let db = consumer.db().clone();
-    Ok(consumer.into_app(Notifier { db: db.clone(), webhook }, api::routes(db), Router::new()))
+    Ok(consumer.into_app(Notifier { db: db.clone(), webhook }, api::routes(db), OpenApiRouter::new()))
 }

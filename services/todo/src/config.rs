@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use service_kit::env::{ConfigError, Env};
+use service_kit::middleware::Limits;
 
 type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
@@ -29,6 +30,8 @@ pub struct Settings {
     /// `SHUTDOWN_GRACE_MS` (default 20000): how long in-flight requests and the relay's current
     /// round may run on after SIGTERM.
     pub shutdown_grace: Duration,
+    /// `REQUEST_TIMEOUT_MS` (default 30000) and `MAX_CONCURRENT_REQUESTS` (default 256).
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +120,7 @@ impl Settings {
             admin_token: env.get("ADMIN_TOKEN"),
             log_json: env.log_json()?,
             shutdown_grace: env.shutdown_grace()?,
+            limits: Limits::read(&env)?,
         })
     }
 }

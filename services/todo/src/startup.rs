@@ -8,6 +8,7 @@ use dapr_events::{DaprPublisher, PublisherConfig};
 use service_kit::auth::AdminToken;
 use service_kit::db::{Database, DbError, Migrations};
 use service_kit::env::ConfigError;
+use service_kit::middleware::Limits;
 use service_kit::startup::{self, StartError};
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
@@ -31,6 +32,7 @@ pub async fn connect_database(url: &str, max_connections: u32) -> Result<Databas
 
 pub struct Application {
     grace: Duration,
+    limits: Limits,
     listener: TcpListener,
     state: AppState,
     relay: Option<Relay>,
@@ -65,7 +67,7 @@ impl Application {
             app_id: settings.app_id.into(),
             admin_token: AdminToken(settings.admin_token.as_deref().map(Into::into)),
         };
-        Ok(Self { grace: settings.shutdown_grace, listener, state, relay })
+        Ok(Self { grace: settings.shutdown_grace, limits: settings.limits, listener, state, relay })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -89,8 +91,12 @@ impl Application {
             (owner, Owned(tokio::spawn(relay.run(shutdown.clone()))))
         });
         tracing::info!(%addr, "todo service listening");
-        let mut server =
-            Owned(tokio::spawn(startup::serve(self.listener, http::router(self.state), shutdown.clone(), grace)));
+        let mut server = Owned(tokio::spawn(startup::serve(
+            self.listener,
+            http::router(self.state, &self.limits),
+            shutdown.clone(),
+            grace,
+        )));
         let mut failure = None;
         // The relay returns only once shutdown was requested. If it ends first it panicked, and
         // serving on would accept changes whose events nobody publishes: stop instead, so the

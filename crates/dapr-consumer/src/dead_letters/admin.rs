@@ -5,16 +5,19 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use dapr_events::DaprPublisher;
 use dapr_events::publish::CLOUDEVENTS_JSON;
 use serde::Deserialize;
 use serde_json::Value;
+use service_kit::openapi::ProblemResponse;
 use service_kit::pagination::{Page, PageRequest};
 use service_kit::problem::{FieldError, PathText, Problem};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::store::{DeadLetter, DeadLetterStatus, DeadLetters};
@@ -27,23 +30,40 @@ struct Admin {
 
 /// The admin routes over `store`; replays publish through `publisher`. The caller puts them
 /// behind the admin token.
-pub fn routes(store: DeadLetters, publisher: DaprPublisher) -> Router {
-    Router::new()
-        .route("/admin/dead-letters", get(list))
-        .route("/admin/dead-letters/{id}", get(show))
-        .route("/admin/dead-letters/{id}/replay", post(replay))
-        .route("/admin/dead-letters/{id}/discard", post(discard))
+pub fn routes(store: DeadLetters, publisher: DaprPublisher) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show))
+        .routes(routes!(replay))
+        .routes(routes!(discard))
         .with_state(Admin { store, publisher: Arc::new(publisher) })
 }
 
-#[derive(Debug, Deserialize)]
+/// The OpenAPI tag of these routes.
+pub const TAG: &str = "dead letters";
+
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only letters in this state.
+    #[param(value_type = Option<DeadLetterStatus>)]
     status: Option<String>,
+    /// 1 to 100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// `nextCursor` of the page before.
     cursor: Option<String>,
 }
 
+/// The dead letters, oldest first, a page at a time.
+#[utoipa::path(get, path = "/admin/dead-letters", tag = TAG, security(("admin_token" = [])), params(ListQuery), responses(
+    (status = 200, description = "A page of dead letters.", body = Page<DeadLetter>),
+    (status = 400, description = "A malformed query parameter.", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "No or a wrong bearer token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "The admin API is disabled (no `ADMIN_TOKEN`).", body = Problem, content_type = "application/problem+json"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
 async fn list(
     State(admin): State<Admin>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -66,14 +86,35 @@ async fn list(
     Ok(Json(Page::from_rows(rows, &page, |letter| letter.id)))
 }
 
+/// One dead letter, with the original CloudEvent and why it failed here.
+#[utoipa::path(get, path = "/admin/dead-letters/{id}", tag = TAG, security(("admin_token" = [])),
+    params(("id" = Uuid, Path, description = "The dead letter's id.")), responses(
+    (status = 200, description = "The dead letter.", body = DeadLetter),
+    (status = 400, description = "The id is not a UUID.", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "No or a wrong bearer token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "The admin API is disabled (no `ADMIN_TOKEN`).", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No dead letter with this id.", body = Problem, content_type = "application/problem+json"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
 async fn show(State(admin): State<Admin>, PathText(raw): PathText) -> Result<Json<DeadLetter>, Problem> {
     let id = parse_id(&raw)?;
     Ok(Json(find(&admin, id).await?))
 }
 
-/// Republishes the original CloudEvent, unchanged (same id, so consumers that processed it
-/// already skip it), to its original topic through the sidecar; then marks it replayed. A
-/// failed publish leaves it parked and answers 502 with the sidecar's error.
+/// Republish a parked dead letter to its original topic, unchanged.
+///
+/// The same id, so consumers that applied it already skip it. A failed publish leaves it parked.
+#[utoipa::path(post, path = "/admin/dead-letters/{id}/replay", tag = TAG, security(("admin_token" = [])),
+    params(("id" = Uuid, Path, description = "The dead letter's id.")), responses(
+    (status = 200, description = "Republished; now `replayed`.", body = DeadLetter),
+    (status = 400, description = "The id is not a UUID.", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "No or a wrong bearer token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "The admin API is disabled (no `ADMIN_TOKEN`).", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No dead letter with this id.", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "Not parked (replayed or discarded already).", body = Problem, content_type = "application/problem+json"),
+    (status = 502, description = "The Dapr sidecar did not accept the event; it stays parked.", body = Problem, content_type = "application/problem+json"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
 async fn replay(State(admin): State<Admin>, PathText(raw): PathText) -> Result<Json<DeadLetter>, Problem> {
     let id = parse_id(&raw)?;
     let letter = find(&admin, id).await?;
@@ -96,6 +137,16 @@ async fn replay(State(admin): State<Admin>, PathText(raw): PathText) -> Result<J
     Ok(Json(find(&admin, id).await?))
 }
 
+/// Give up on a dead letter; it is kept for the record.
+#[utoipa::path(post, path = "/admin/dead-letters/{id}/discard", tag = TAG, security(("admin_token" = [])),
+    params(("id" = Uuid, Path, description = "The dead letter's id.")), responses(
+    (status = 200, description = "Now `discarded`.", body = DeadLetter),
+    (status = 400, description = "The id is not a UUID.", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "No or a wrong bearer token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "The admin API is disabled (no `ADMIN_TOKEN`).", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No dead letter with this id.", body = Problem, content_type = "application/problem+json"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
 async fn discard(State(admin): State<Admin>, PathText(raw): PathText) -> Result<Json<DeadLetter>, Problem> {
     let id = parse_id(&raw)?;
     find(&admin, id).await?;

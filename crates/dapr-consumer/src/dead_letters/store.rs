@@ -12,7 +12,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeadLetterStatus {
     /// Waiting for an operator.
@@ -34,7 +34,7 @@ impl DeadLetterStatus {
 }
 
 /// One dead letter, as the admin API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetter {
     pub id: Uuid,
@@ -50,6 +50,7 @@ pub struct DeadLetter {
     pub status: DeadLetterStatus,
     pub resolved_at: Option<String>,
     /// The original CloudEvent, exactly as daprd forwarded it.
+    #[schema(value_type = Object)]
     pub event: Value,
 }
 

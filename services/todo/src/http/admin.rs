@@ -2,35 +2,53 @@
 //! `POST /admin/outbox/{eventId}/retry`, `POST /admin/outbox/{eventId}/discard`) behind
 //! `ADMIN_TOKEN`, and `GET /metrics`.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use service_kit::db::Database;
+use service_kit::openapi::ProblemResponse;
 use service_kit::problem::{FieldError, PathText, Problem};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::outbox::parked::{self, ParkedEvent};
 use crate::outbox::queue;
 
 /// The admin routes over `db`; the caller puts them behind the admin token.
-pub fn routes(db: Database) -> Router {
-    Router::new()
-        .route("/admin/outbox/parked", get(list))
-        .route("/admin/outbox/{eventId}/retry", post(retry))
-        .route("/admin/outbox/{eventId}/discard", post(discard))
-        .with_state(db)
+pub fn routes(db: Database) -> OpenApiRouter {
+    OpenApiRouter::new().routes(routes!(list)).routes(routes!(retry)).routes(routes!(discard)).with_state(db)
 }
 
-pub fn metrics_routes(db: Database) -> Router {
-    Router::new().route("/metrics", get(metrics)).with_state(db)
+pub fn metrics_routes(db: Database) -> OpenApiRouter {
+    OpenApiRouter::new().routes(routes!(metrics)).with_state(db)
 }
 
+/// The OpenAPI tag of the admin routes.
+pub const TAG: &str = "admin";
+
+/// Events daprd refused for good (403/404 for longer than `RELAY_PARK_AFTER_MS`), oldest first.
+#[utoipa::path(get, path = "/admin/outbox/parked", tag = TAG, security(("admin_token" = [])), responses(
+    (status = 200, description = "The parked events.", body = Vec<ParkedEvent>),
+    (status = 401, description = "No or a wrong bearer token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "The admin API is disabled (no `ADMIN_TOKEN`).", body = Problem, content_type = "application/problem+json"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
 async fn list(State(db): State<Database>) -> Result<Json<Vec<ParkedEvent>>, Problem> {
     Ok(Json(parked::list(&db.reader).await?))
 }
 
+/// Publish a parked event again (after fixing what made daprd refuse it).
+#[utoipa::path(post, path = "/admin/outbox/{eventId}/retry", tag = TAG, security(("admin_token" = [])),
+    params(("eventId" = Uuid, Path, description = "The parked event's id.")), responses(
+    (status = 204, description = "Back in the queue."),
+    (status = 400, description = "The id is not a UUID.", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "No or a wrong bearer token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "The admin API is disabled (no `ADMIN_TOKEN`).", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No parked event with this id.", body = Problem, content_type = "application/problem+json"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
 async fn retry(State(db): State<Database>, PathText(raw): PathText) -> Result<StatusCode, Problem> {
     let id = parse_id(&raw)?;
     if !parked::retry(&db, id).await? {
@@ -40,6 +58,16 @@ async fn retry(State(db): State<Database>, PathText(raw): PathText) -> Result<St
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Give up on a parked event: it is never published, the todo's later events go on.
+#[utoipa::path(post, path = "/admin/outbox/{eventId}/discard", tag = TAG, security(("admin_token" = [])),
+    params(("eventId" = Uuid, Path, description = "The parked event's id.")), responses(
+    (status = 204, description = "Discarded."),
+    (status = 400, description = "The id is not a UUID.", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "No or a wrong bearer token.", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "The admin API is disabled (no `ADMIN_TOKEN`).", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No parked event with this id.", body = Problem, content_type = "application/problem+json"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
 async fn discard(State(db): State<Database>, PathText(raw): PathText) -> Result<StatusCode, Problem> {
     let id = parse_id(&raw)?;
     if !parked::discard(&db, id).await? {
@@ -50,6 +78,10 @@ async fn discard(State(db): State<Database>, PathText(raw): PathText) -> Result<
 }
 
 /// Prometheus text exposition: the outbox's depth and its parked events.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "`dapr_todo_outbox_pending` and `dapr_todo_outbox_parked`.", body = String, content_type = "text/plain"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
 async fn metrics(State(db): State<Database>) -> Result<Response, Problem> {
     let pending = queue::pending_count(&db.reader).await?;
     let parked = parked::count(&db.reader).await?;

@@ -49,8 +49,16 @@ fn require_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Deserialises JSON, naming the field that failed.
+/// Deserialises a JSON object, naming the field that failed. Any other JSON value is the
+/// wrong shape (422): serde would otherwise read an array into a struct field by field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => ApiError::Validation(vec![FieldError::new("(body)", "must be a JSON object")]),
+            Err(error) => malformed(bytes, &error),
+        });
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -161,6 +169,15 @@ mod tests {
         assert_eq!(nested[0].field, "nested.n");
         let nested_unknown = field_errors(parse_json(br#"{"title":"a","nested":{"m":1}}"#));
         assert_eq!(nested_unknown[0].field, "nested.m");
+    }
+
+    #[test]
+    fn only_an_object_is_a_body() {
+        for body in [&br#"["a", null]"#[..], b" \"a\"", b"5", b"null"] {
+            let errors = field_errors(parse_json(body));
+            assert_eq!(errors[0].field, "(body)", "{:?}", String::from_utf8_lossy(body));
+        }
+        assert!(matches!(parse_json::<Body>(b"[1,"), Err(ApiError::BadRequest { .. })));
     }
 
     #[test]

@@ -14,7 +14,11 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use service_kit::auth::{AdminToken, require_admin_token};
-use service_kit::{health, problem, telemetry};
+use service_kit::health;
+use service_kit::middleware::{Limits, shed_load_documented};
+use service_kit::openapi::{self, SecuritySchemes};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::todos::Todos;
 
@@ -27,21 +31,43 @@ pub struct AppState {
     pub admin_token: AdminToken,
 }
 
-/// The todo API with `/healthz` and `/readyz`, problem answers for unknown paths and methods,
-/// the body limit, the correlation id, and a span per request.
-pub fn router(state: AppState) -> Router {
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "dapr-todo: todo service", description = "Create, read, change and delete todos. Every change is published as a CloudEvent (schemas/events/) through Dapr pub/sub. Every error answer is an RFC 9457 problem (application/problem+json)."),
+    tags(
+        (name = todos::TAG, description = "The todos, and the events each change emitted."),
+        (name = admin::TAG, description = "Operators: events daprd refused for good (docs/operations.md)."),
+        (name = health::TAG, description = "Liveness and readiness probes."),
+        (name = "operations", description = "Prometheus metrics."),
+    ),
+    modifiers(&SecuritySchemes),
+)]
+struct ApiDoc;
+
+/// Every route of the service with its OpenAPI operation: the todo API (load-shed past
+/// `limits`), the admin API behind the admin token, `/metrics`, `/healthz` and `/readyz`.
+pub fn routes(state: AppState, limits: &Limits) -> OpenApiRouter {
     let db = state.todos.database().clone();
     let admin = admin::routes(db.clone())
         .layer(axum::middleware::from_fn_with_state(state.admin_token.clone(), require_admin_token));
-    let router = Router::new()
-        .merge(todos::routes())
-        .with_state(state)
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(shed_load_documented(todos::routes(), limits).with_state(state))
         .merge(admin)
         .merge(admin::metrics_routes(db.clone()))
         .merge(health::routes(db))
-        .fallback(problem::not_found)
-        .method_not_allowed_fallback(problem::method_not_allowed)
+}
+
+/// What the service serves: `routes` with `/openapi.json` and `/docs`, the body limit, the
+/// correlation id, and what `service_kit::middleware::harden` adds (problem answers only, a
+/// problem for a panic, the request timeout, a span per request).
+pub fn app(routes: OpenApiRouter, limits: &Limits) -> Router {
+    let routes = routes
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(headers::propagate));
-    telemetry::with_request_spans(router)
+    openapi::serve_documented(routes, limits)
+}
+
+/// [`app`] of [`routes`].
+pub fn router(state: AppState, limits: &Limits) -> Router {
+    app(routes(state, limits), limits)
 }

@@ -1,17 +1,20 @@
 //! The `/todos` routes: each turns a request into a command or query of the todo domain
 //! (`crate::todos`) and its result into a response with the right status and headers.
 
-use axum::Router;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use dapr_events::catalog::validate_user_id;
 use dapr_events::{CloudEvent, TodoEventType, TodoStatus, timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use service_kit::pagination::PageRequest;
+use service_kit::openapi::ProblemResponse;
+use service_kit::pagination::{Page, PageRequest};
+use service_kit::problem::{PathText, Problem};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
@@ -24,17 +27,64 @@ use crate::todos::commands::{Created, Decision, Outcome, Precondition};
 use crate::todos::input::{CreateTodo, UpdateTodo};
 use crate::todos::model::Todo;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/todos", post(create).get(list))
-        .route("/todos/{id}", get(fetch).patch(update).delete(remove))
-        .route("/todos/{id}/complete", post(complete))
-        .route("/todos/{id}/reopen", post(reopen))
-        .route("/todos/{id}/events", get(events))
+/// The OpenAPI tag of these routes.
+pub const TAG: &str = "todos";
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(fetch, update, remove))
+        .routes(routes!(complete))
+        .routes(routes!(reopen))
+        .routes(routes!(events))
 }
 
-/// `POST /todos` → 201 with `Location` and `ETag`. With `Idempotency-Key`, a retry of the same
-/// request replays the first response and creates nothing.
+/// The headers a create reads.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct CreateHeaders {
+    /// 1 to 255 visible ASCII characters. A retry with the same key and body replays the first
+    /// answer (with `Idempotent-Replayed: true`) and creates nothing; the same key with another
+    /// body answers 422.
+    #[param(rename = "Idempotency-Key", example = "7c0a-retry-me")]
+    idempotency_key: Option<String>,
+    /// Carried by the todo's events and echoed on the answer; generated when absent.
+    #[param(rename = "X-Correlation-Id")]
+    correlation_id: Option<String>,
+}
+
+/// The headers a change reads.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct ChangeHeaders {
+    /// `*` or strong entity tags (`"3"`, `"3", "4"`) from an `ETag`: the change applies only
+    /// if the todo is at one of those versions, else 412. Weak tags never match.
+    #[param(rename = "If-Match", example = "\"1\"")]
+    if_match: Option<String>,
+    /// Carried by the todo's events and echoed on the answer; generated when absent.
+    #[param(rename = "X-Correlation-Id")]
+    correlation_id: Option<String>,
+}
+
+/// Create a todo.
+///
+/// With `Idempotency-Key`, a retry of the same request replays the first response and creates
+/// nothing.
+#[utoipa::path(post, path = "/todos", tag = TAG, params(CreateHeaders), request_body = CreateTodo, responses(
+    (status = 201, description = "Created; `Location` names it.", body = Todo, headers(
+        ("ETag" = String, description = "The todo's version, for `If-Match`."),
+        ("Location" = String, description = "`/todos/{id}`."),
+        ("Idempotent-Replayed" = String, description = "`true` when this is the replay of an earlier answer."),
+    )),
+    (status = 400, description = "Malformed JSON or header.", body = Problem, content_type = "application/problem+json"),
+    (status = 413, description = "The body is over 64 KiB.", body = Problem, content_type = "application/problem+json"),
+    (status = 415, description = "Not `application/json`.", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "Invalid fields (each named in `errors`), or an `Idempotency-Key` reused with another body.", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "Overloaded or the database is unavailable; retry (with the same `Idempotency-Key`).", body = Problem, content_type = "application/problem+json"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
 async fn create(
     State(state): State<AppState>,
     RequestContext(context): RequestContext,
@@ -54,16 +104,30 @@ async fn create(
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only this user's todos.
+    #[param(pattern = "^[A-Za-z0-9._@-]{1,64}$")]
     user_id: Option<String>,
+    /// `open` or `completed`.
+    #[param(value_type = Option<TodoStatus>)]
     status: Option<String>,
+    /// 1 to 100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// `nextCursor` of the page before.
     cursor: Option<String>,
 }
 
-/// `GET /todos?userId=&status=open|completed&limit=1..100&cursor=`, newest first.
+/// List todos, newest first, a page at a time.
+#[utoipa::path(get, path = "/todos", tag = TAG, params(ListQuery), responses(
+    (status = 200, description = "A page of todos.", body = Page<Todo>),
+    (status = 400, description = "A malformed query parameter, named in `errors`.", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
 async fn list(State(state): State<AppState>, ApiQuery(query): ApiQuery<ListQuery>) -> Result<Response> {
     let user_id = query
         .user_id
@@ -77,8 +141,15 @@ async fn list(State(state): State<AppState>, ApiQuery(query): ApiQuery<ListQuery
     Ok(axum::Json(state.todos.list(user_id, status, &page).await?).into_response())
 }
 
-/// `GET /todos/{id}` → 200 with `ETag`, or 404.
-async fn fetch(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response> {
+/// Get a todo.
+#[utoipa::path(get, path = "/todos/{id}", tag = TAG, params(("id" = Uuid, Path, description = "The todo's id.")), responses(
+    (status = 200, description = "The todo.", body = Todo, headers(("ETag" = String, description = "The todo's version, for `If-Match`."))),
+    (status = 400, description = "The id is not a UUID.", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such todo (or it was deleted).", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
+async fn fetch(State(state): State<AppState>, PathText(id): PathText) -> Result<Response> {
     let todo = state.todos.get(parse_id(&id)?).await?;
     Ok(todo_response(StatusCode::OK, &todo, false))
 }
@@ -95,7 +166,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ChangeTarget {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
-        let Path(id) = Path::<String>::from_request_parts(parts, state)
+        let PathText(id) = PathText::from_request_parts(parts, state)
             .await
             .map_err(|_| ApiError::bad_request("id", "must be a UUID"))?;
         let RequestContext(context) =
@@ -119,8 +190,21 @@ impl ChangeTarget {
     }
 }
 
-/// `PATCH /todos/{id}` with optional `If-Match`. A patch that changes nothing answers 200 with
-/// the todo as it is, and emits no event.
+/// Change a todo's title, description or due date.
+///
+/// A patch that changes nothing answers 200 with the todo as it is, and emits no event.
+#[utoipa::path(patch, path = "/todos/{id}", tag = TAG, params(("id" = Uuid, Path, description = "The todo's id."), ChangeHeaders), request_body = UpdateTodo, responses(
+    (status = 200, description = "The todo after the change.", body = Todo, headers(("ETag" = String, description = "The todo's version, for `If-Match`."))),
+    (status = 400, description = "The id is not a UUID, or `If-Match` is malformed.", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such todo (or it was deleted).", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "Changed concurrently; retry.", body = Problem, content_type = "application/problem+json"),
+    (status = 412, description = "`If-Match` names another version.", body = Problem, content_type = "application/problem+json"),
+    (status = 413, description = "The body is over 64 KiB.", body = Problem, content_type = "application/problem+json"),
+    (status = 415, description = "Not `application/json`.", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "Invalid fields, each named in `errors`.", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
 async fn update(
     State(state): State<AppState>,
     target: ChangeTarget,
@@ -139,12 +223,32 @@ async fn update(
         .await
 }
 
-/// `POST /todos/{id}/complete`: idempotent; completing a completed todo changes nothing.
+/// Complete a todo.
+///
+/// Idempotent: completing a completed todo changes nothing.
+#[utoipa::path(post, path = "/todos/{id}/complete", tag = TAG, params(("id" = Uuid, Path, description = "The todo's id."), ChangeHeaders), responses(
+    (status = 200, description = "The todo after the change.", body = Todo, headers(("ETag" = String, description = "The todo's version, for `If-Match`."))),
+    (status = 400, description = "The id is not a UUID, or `If-Match` is malformed.", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such todo (or it was deleted).", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "Changed concurrently; retry.", body = Problem, content_type = "application/problem+json"),
+    (status = 412, description = "`If-Match` names another version.", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
 async fn complete(State(state): State<AppState>, target: ChangeTarget) -> Result<Response> {
     target.apply(&state, |todo, now| set_status(todo, now, TodoStatus::Completed)).await
 }
 
-/// `POST /todos/{id}/reopen`: the inverse of complete, equally idempotent.
+/// Reopen a completed todo: the inverse of complete, equally idempotent.
+#[utoipa::path(post, path = "/todos/{id}/reopen", tag = TAG, params(("id" = Uuid, Path, description = "The todo's id."), ChangeHeaders), responses(
+    (status = 200, description = "The todo after the change.", body = Todo, headers(("ETag" = String, description = "The todo's version, for `If-Match`."))),
+    (status = 400, description = "The id is not a UUID, or `If-Match` is malformed.", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such todo (or it was deleted).", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "Changed concurrently; retry.", body = Problem, content_type = "application/problem+json"),
+    (status = 412, description = "`If-Match` names another version.", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
 async fn reopen(State(state): State<AppState>, target: ChangeTarget) -> Result<Response> {
     target.apply(&state, |todo, now| set_status(todo, now, TodoStatus::Open)).await
 }
@@ -156,12 +260,23 @@ fn set_status(todo: &Todo, now: DateTime<Utc>, status: TodoStatus) -> Decision {
     }
 }
 
-/// `DELETE /todos/{id}` → 204; the todo is gone from reads and lists, its history stays.
+/// Delete a todo.
+///
+/// It is gone from reads and lists; its history (`/todos/{id}/events`) stays.
+#[utoipa::path(delete, path = "/todos/{id}", tag = TAG, params(("id" = Uuid, Path, description = "The todo's id."), ChangeHeaders), responses(
+    (status = 204, description = "Deleted."),
+    (status = 400, description = "The id is not a UUID, or `If-Match` is malformed.", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such todo (or it was deleted).", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "Changed concurrently; retry.", body = Problem, content_type = "application/problem+json"),
+    (status = 412, description = "`If-Match` names another version.", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
 async fn remove(State(state): State<AppState>, target: ChangeTarget) -> Result<Response> {
     target.apply(&state, |_, _| Decision::Delete).await
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct EventHistory {
     todo_id: Uuid,
@@ -169,7 +284,7 @@ struct EventHistory {
 }
 
 /// One entry of `GET /todos/{id}/events`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct HistoryEntry {
     sequence: i64,
@@ -178,13 +293,23 @@ struct HistoryEntry {
     /// When an operator discarded the event (it was parked and never published).
     #[serde(with = "timestamp::option", skip_serializing_if = "Option::is_none")]
     discarded_at: Option<DateTime<Utc>>,
-    /// Exactly the CloudEvent subscribers receive (daprd adds `topic` and `pubsubname`).
+    /// Exactly the CloudEvent subscribers receive (daprd adds `topic` and `pubsubname`); its
+    /// `data` follows the JSON Schema its `dataschema` names (`schemas/events/`).
+    #[schema(value_type = Object)]
     event: CloudEvent<Box<RawValue>>,
 }
 
-/// `GET /todos/{id}/events`: every event of the todo in order, including after deletion (it is
-/// an audit trail); 404 only for a todo that never existed.
-async fn events(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response> {
+/// Every event of a todo, in order.
+///
+/// Deleted todos keep theirs (it is an audit trail); 404 only for a todo that never existed.
+#[utoipa::path(get, path = "/todos/{id}/events", tag = TAG, params(("id" = Uuid, Path, description = "The todo's id.")), responses(
+    (status = 200, description = "The todo's events, oldest first.", body = EventHistory),
+    (status = 400, description = "The id is not a UUID.", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No todo ever had this id.", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
+    (status = "default", response = inline(ProblemResponse)),
+))]
+async fn events(State(state): State<AppState>, PathText(id): PathText) -> Result<Response> {
     let id = parse_id(&id)?;
     let events = state
         .todos

@@ -9,7 +9,7 @@ use sqlx::{AnyPool, Row};
 use uuid::Uuid;
 
 /// One parked event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ParkedEvent {
     pub event_id: String,

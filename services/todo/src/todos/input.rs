@@ -26,16 +26,25 @@ impl InvalidField {
 }
 
 /// `POST /todos` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"userId": "ada", "title": "Write the report", "dueAt": "2026-12-24T18:00:00+01:00"}))]
 pub struct CreateTodo {
     // Options so that a missing field is reported by our validation, alongside every other
     // problem with the body, instead of serde stopping at the first one.
+    /// 1 to 64 of letters, digits and `. _ @ -`.
+    #[schema(value_type = String, required = true, pattern = "^[A-Za-z0-9._@-]{1,64}$")]
     pub user_id: Option<String>,
+    /// 1 to 200 characters after trimming, no control characters.
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 200)]
     pub title: Option<String>,
+    /// At most 2,000 characters; line breaks and tabs are the only control characters allowed.
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
+    /// RFC 3339 with any offset; stored in UTC, which must fall in years 0000 to 9999.
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub due_at: Option<String>,
 }
 
@@ -69,14 +78,21 @@ impl CreateTodo {
 
 /// `PATCH /todos/{id}` body. A field that is absent stays as it is; `description` and `dueAt`
 /// may be `null` to clear them; `title` may not.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"title": "Write the final report", "dueAt": null}))]
 pub struct UpdateTodo {
+    /// As on create; may not be `null`.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, min_length = 1, max_length = 200)]
     pub title: Option<Option<String>>,
+    /// `null` clears it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 2000)]
     pub description: Option<Option<String>>,
+    /// `null` clears it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub due_at: Option<Option<String>>,
 }
 
@@ -138,9 +154,12 @@ fn validate_description(description: Option<String>) -> Result<Option<String>, S
 fn validate_due_at(due_at: Option<&str>) -> Result<Option<DateTime<Utc>>, String> {
     due_at
         .map(|text| {
-            timestamp::parse(text)
-                .map(|t| t.trunc_subsecs(6))
-                .map_err(|_| "must be an RFC 3339 date-time such as 2026-12-01T17:00:00Z".to_owned())
+            timestamp::parse(text).map(|t| t.trunc_subsecs(6)).map_err(|error| match error {
+                timestamp::InvalidTimestamp::Syntax(_) => {
+                    "must be an RFC 3339 date-time such as 2026-12-01T17:00:00Z".to_owned()
+                }
+                out_of_range => format!("{out_of_range}"),
+            })
         })
         .transpose()
 }
@@ -173,6 +192,23 @@ mod tests {
         assert_eq!(fields(controls.validate().unwrap_err()), ["title", "description"]);
         let missing = CreateTodo { user_id: None, title: None, description: None, due_at: None };
         assert_eq!(fields(missing.validate().unwrap_err()), ["userId", "title"]);
+    }
+
+    #[test]
+    fn a_due_date_past_year_9999_in_utc_is_refused() {
+        for due_at in ["9999-12-31T23:59:59-23:59", "0000-01-01T00:00:00+00:01"] {
+            let request = CreateTodo {
+                user_id: Some("u".into()),
+                title: Some("t".into()),
+                description: None,
+                due_at: Some(due_at.into()),
+            };
+            let errors = request.validate().unwrap_err();
+            assert_eq!(fields(errors.clone()), ["dueAt"], "{due_at}");
+            assert!(errors[0].detail.contains("years 0000 to 9999"), "{errors:?}");
+        }
+        let patch: UpdateTodo = serde_json::from_str(r#"{"dueAt": "9999-12-31T23:59:59-23:59"}"#).unwrap();
+        assert_eq!(fields(patch.validate().unwrap_err()), ["dueAt"]);
     }
 
     #[test]

@@ -6,17 +6,28 @@ use dapr_events::{TodoEventData, TodoEventType, TodoStatus, timestamp};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// A todo as the API shows it and the database stores it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A todo as the API shows it and the database stores it. Times are UTC with microseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "id": "0190f2a4-8c1e-7d3a-9b7e-2f1c3d4e5f60", "userId": "ada", "title": "Write the report",
+    "description": null, "dueAt": "2026-12-24T17:00:00.000000Z", "status": "open", "version": 1,
+    "createdAt": "2026-12-01T09:00:00.000000Z", "updatedAt": "2026-12-01T09:00:00.000000Z",
+    "completedAt": null
+}))]
 pub struct Todo {
     pub id: Uuid,
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$")]
     pub user_id: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub title: String,
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
     #[serde(with = "timestamp::option")]
     pub due_at: Option<DateTime<Utc>>,
     pub status: TodoStatus,
+    /// Starts at 1 and grows by one with each change; the `ETag` is this number, quoted.
+    #[schema(minimum = 1)]
     pub version: i64,
     #[serde(with = "timestamp")]
     pub created_at: DateTime<Utc>,
