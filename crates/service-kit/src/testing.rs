@@ -9,6 +9,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 pub mod daprd;
+pub mod http_contract;
+pub mod schemathesis;
 
 use crate::db::dialect::Backend;
 use crate::db::{Database, Migrations};

@@ -5,8 +5,8 @@
 //! | What happened | Answer |
 //! | --- | --- |
 //! | notification written (or written before: a duplicate), webhook called (or called before) | `SUCCESS` |
-//! | database unavailable or failing, webhook 5xx / timeout / unreachable | `RETRY` |
-//! | webhook answered any other non-2xx | `DROP` (to the dead-letter topic, replayable once the receiver is fixed) |
+//! | database unavailable or failing; webhook 408, 429, 5xx, timeout, unreachable | `RETRY` |
+//! | webhook answered any other non-2xx (see `crate::webhook`) | `DROP` (to the dead-letter topic, replayable once the receiver is fixed) |
 //!
 //! Order: a notification is an immutable record of one event, so out-of-order deliveries cannot
 //! make anything regress; ids carry the time of the change, so lists are in change order

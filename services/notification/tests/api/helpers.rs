@@ -52,19 +52,28 @@ pub async fn notifications(app: &TestApp, query: &str) -> Value {
 pub struct WebhookReceiver {
     pub url: String,
     calls: Arc<Mutex<Vec<(HeaderMap, Value)>>>,
-    script: Arc<Mutex<VecDeque<StatusCode>>>,
+    script: Arc<Mutex<VecDeque<(StatusCode, Option<&'static str>)>>>,
     server: JoinHandle<()>,
 }
 
 #[derive(Clone)]
 struct ReceiverState {
     calls: Arc<Mutex<Vec<(HeaderMap, Value)>>>,
-    script: Arc<Mutex<VecDeque<StatusCode>>>,
+    script: Arc<Mutex<VecDeque<(StatusCode, Option<&'static str>)>>>,
 }
 
-async fn receive(State(state): State<ReceiverState>, headers: HeaderMap, body: axum::Json<Value>) -> StatusCode {
+async fn receive(
+    State(state): State<ReceiverState>,
+    headers: HeaderMap,
+    body: axum::Json<Value>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     state.calls.lock().unwrap().push((headers, body.0));
-    state.script.lock().unwrap().pop_front().unwrap_or(StatusCode::OK)
+    match state.script.lock().unwrap().pop_front() {
+        None => StatusCode::OK.into_response(),
+        Some((status, None)) => status.into_response(),
+        Some((status, Some(retry_after))) => (status, [("retry-after", retry_after)]).into_response(),
+    }
 }
 
 impl WebhookReceiver {
@@ -80,7 +89,12 @@ impl WebhookReceiver {
     }
 
     pub fn answer_next(&self, statuses: impl IntoIterator<Item = StatusCode>) {
-        self.script.lock().unwrap().extend(statuses);
+        self.script.lock().unwrap().extend(statuses.into_iter().map(|status| (status, None)));
+    }
+
+    /// The next answer is `status` with `Retry-After: retry_after`.
+    pub fn answer_next_with_retry_after(&self, status: StatusCode, retry_after: &'static str) {
+        self.script.lock().unwrap().push_back((status, Some(retry_after)));
     }
 
     pub fn calls(&self) -> Vec<(HeaderMap, Value)> {

@@ -47,7 +47,7 @@ struct CreateHeaders {
     /// 1 to 255 visible ASCII characters. A retry with the same key and body replays the first
     /// answer (with `Idempotent-Replayed: true`) and creates nothing; the same key with another
     /// body answers 422.
-    #[param(rename = "Idempotency-Key", example = "7c0a-retry-me")]
+    #[param(rename = "Idempotency-Key", pattern = "^[!-~]{1,255}$")]
     idempotency_key: Option<String>,
     /// Carried by the todo's events and echoed on the answer; generated when absent.
     #[param(rename = "X-Correlation-Id")]
@@ -61,7 +61,7 @@ struct CreateHeaders {
 struct ChangeHeaders {
     /// `*` or strong entity tags (`"3"`, `"3", "4"`) from an `ETag`: the change applies only
     /// if the todo is at one of those versions, else 412. Weak tags never match.
-    #[param(rename = "If-Match", example = "\"1\"")]
+    #[param(rename = "If-Match", example = "\"1\"", pattern = r#"^\s*(\*|(W/)?"[!#-~]*"(\s*,\s*(W/)?"[!#-~]*")*)\s*$"#)]
     if_match: Option<String>,
     /// Carried by the todo's events and echoed on the answer; generated when absent.
     #[param(rename = "X-Correlation-Id")]
@@ -77,6 +77,12 @@ struct ChangeHeaders {
         ("ETag" = String, description = "The todo's version, for `If-Match`."),
         ("Location" = String, description = "`/todos/{id}`."),
         ("Idempotent-Replayed" = String, description = "`true` when this is the replay of an earlier answer."),
+    ), links(
+        ("GetTodo" = (operation_id = "fetch", parameters(("id" = "$response.body#/id")), description = "The todo created.")),
+        ("ChangeTodo" = (operation_id = "update", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
+        ("CompleteTodo" = (operation_id = "complete", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
+        ("DeleteTodo" = (operation_id = "remove", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
+        ("TodoEvents" = (operation_id = "events", parameters(("id" = "$response.body#/id")))),
     )),
     (status = 400, description = "Malformed JSON or header.", body = Problem, content_type = "application/problem+json"),
     (status = 413, description = "The body is over 64 KiB.", body = Problem, content_type = "application/problem+json"),
@@ -194,7 +200,12 @@ impl ChangeTarget {
 ///
 /// A patch that changes nothing answers 200 with the todo as it is, and emits no event.
 #[utoipa::path(patch, path = "/todos/{id}", tag = TAG, params(("id" = Uuid, Path, description = "The todo's id."), ChangeHeaders), request_body = UpdateTodo, responses(
-    (status = 200, description = "The todo after the change.", body = Todo, headers(("ETag" = String, description = "The todo's version, for `If-Match`."))),
+    (status = 200, description = "The todo after the change.", body = Todo, headers(("ETag" = String, description = "The todo's version, for `If-Match`.")), links(
+        ("CompleteTodo" = (operation_id = "complete", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
+        ("ReopenTodo" = (operation_id = "reopen", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
+        ("DeleteTodo" = (operation_id = "remove", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
+        ("TodoEvents" = (operation_id = "events", parameters(("id" = "$response.body#/id")))),
+    )),
     (status = 400, description = "The id is not a UUID, or `If-Match` is malformed.", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "No such todo (or it was deleted).", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "Changed concurrently; retry.", body = Problem, content_type = "application/problem+json"),
@@ -227,7 +238,12 @@ async fn update(
 ///
 /// Idempotent: completing a completed todo changes nothing.
 #[utoipa::path(post, path = "/todos/{id}/complete", tag = TAG, params(("id" = Uuid, Path, description = "The todo's id."), ChangeHeaders), responses(
-    (status = 200, description = "The todo after the change.", body = Todo, headers(("ETag" = String, description = "The todo's version, for `If-Match`."))),
+    (status = 200, description = "The todo after the change.", body = Todo, headers(("ETag" = String, description = "The todo's version, for `If-Match`.")), links(
+        ("ChangeTodo" = (operation_id = "update", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
+        ("ReopenTodo" = (operation_id = "reopen", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
+        ("CompleteTodo" = (operation_id = "complete", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
+        ("DeleteTodo" = (operation_id = "remove", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
+    )),
     (status = 400, description = "The id is not a UUID, or `If-Match` is malformed.", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "No such todo (or it was deleted).", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "Changed concurrently; retry.", body = Problem, content_type = "application/problem+json"),
@@ -241,7 +257,12 @@ async fn complete(State(state): State<AppState>, target: ChangeTarget) -> Result
 
 /// Reopen a completed todo: the inverse of complete, equally idempotent.
 #[utoipa::path(post, path = "/todos/{id}/reopen", tag = TAG, params(("id" = Uuid, Path, description = "The todo's id."), ChangeHeaders), responses(
-    (status = 200, description = "The todo after the change.", body = Todo, headers(("ETag" = String, description = "The todo's version, for `If-Match`."))),
+    (status = 200, description = "The todo after the change.", body = Todo, headers(("ETag" = String, description = "The todo's version, for `If-Match`.")), links(
+        ("ChangeTodo" = (operation_id = "update", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
+        ("ReopenTodo" = (operation_id = "reopen", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
+        ("CompleteTodo" = (operation_id = "complete", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
+        ("DeleteTodo" = (operation_id = "remove", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
+    )),
     (status = 400, description = "The id is not a UUID, or `If-Match` is malformed.", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "No such todo (or it was deleted).", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "Changed concurrently; retry.", body = Problem, content_type = "application/problem+json"),

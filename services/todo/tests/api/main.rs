@@ -7,6 +7,8 @@ pub(crate) use service_kit::on_both_backends;
 
 mod disconnects;
 mod events_schema;
+mod hardening;
+mod openapi;
 mod outbox;
 mod parked;
 mod relay;
