@@ -1,9 +1,9 @@
 //! Starting and running a consumer: the database with the bookkeeping migrations, the port,
 //! and one router that puts each route behind the token its caller must present.
 //!
-//! Two steps, because a consumer's own state needs the database: [`Consumer::start`] connects
-//! and binds, then [`Consumer::into_app`] takes the consumer's handler and routes and gives the
-//! [`ConsumerApp`] that serves them.
+//! Three steps, because a consumer's own state needs the database: [`Consumer::start`] connects
+//! and binds, [`Consumer::routes`] collects the consumer's handler and routes with the shared
+//! ones, and [`Consumer::serve`] gives the [`ConsumerApp`] that serves them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,15 +51,12 @@ impl Consumer {
         &self.db
     }
 
-    /// The app serving `handler` to daprd (behind `APP_API_TOKEN`), the consumer's public
-    /// `api` routes (load-shed past the concurrency limit; the document's title and
-    /// description are `api`'s), its `admin` routes and the dead-letter admin API (behind
-    /// `ADMIN_TOKEN`), `/metrics`, `/healthz` and `/readyz`: see [`Consumer::routes`] and
-    /// [`app`].
-    pub fn into_app(self, handler: impl EventHandler, api: OpenApiRouter, admin: OpenApiRouter) -> ConsumerApp {
-        let routes = self.routes(handler, api, admin);
+    /// The app serving `routes` (from [`Consumer::routes`]) with `/openapi.json` and `/docs`,
+    /// and what `service_kit::middleware::harden` adds (problem answers only, a problem for a
+    /// panic, the request timeout, a span per request).
+    pub fn serve(self, routes: OpenApiRouter) -> ConsumerApp {
         ConsumerApp {
-            router: app(routes, &self.settings),
+            router: serve_documented(routes, &self.settings.limits),
             name: self.settings.app_id,
             grace: self.settings.shutdown_grace,
             db: self.db,
@@ -67,7 +64,11 @@ impl Consumer {
         }
     }
 
-    /// Every route of the consumer with its OpenAPI operation.
+    /// Every route of the consumer with its OpenAPI operation: `handler` served to daprd
+    /// (behind `APP_API_TOKEN`), the consumer's public `api` routes (load-shed past the
+    /// concurrency limit; the document's title and description are `api`'s), its `admin`
+    /// routes and the dead-letter admin API (behind `ADMIN_TOKEN`), `/metrics`, `/healthz` and
+    /// `/readyz`.
     pub fn routes(&self, handler: impl EventHandler, api: OpenApiRouter, admin: OpenApiRouter) -> OpenApiRouter {
         let settings = &self.settings;
         let dead_letters = DeadLetters::new(self.db.clone());
@@ -90,13 +91,6 @@ impl Consumer {
             .merge(metrics::routes(dead_letters, &settings.app_id))
             .merge(health::routes(self.db.clone()))
     }
-}
-
-/// What a consumer serves: `routes` with `/openapi.json` and `/docs`, and what
-/// `service_kit::middleware::harden` adds (problem answers only, a problem for a panic, the
-/// request timeout, a span per request).
-pub fn app(routes: OpenApiRouter, settings: &ConsumerSettings) -> Router {
-    serve_documented(routes, &settings.limits)
 }
 
 /// A consumer ready to serve.

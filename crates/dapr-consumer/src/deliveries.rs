@@ -116,7 +116,7 @@ struct DeliveryAnswer {
 /// this consumer does not read, or `data` that breaks its JSON Schema (`schemas/events/`).
 #[utoipa::path(post, path = "/events/{topic}", tag = TAG, security(("app_token" = [])),
     params(("topic" = String, Path, description = "The topic, the event type's own name.", example = "todos.task.created")),
-    request_body(content = Object, content_type = "application/cloudevents+json", description = "A CloudEvent 1.0 of a todo event type; any body is answered."),
+    request_body(content = Option<Value>, content_type = "application/cloudevents+json", description = "A CloudEvent 1.0 of a todo event type. Any body is answered (200, `DROP` for what is not one), as the pub/sub API requires."),
     responses(
         (status = 200, description = "What daprd should do with the delivery.", body = DeliveryAnswer, example = json!({"status": "SUCCESS"})),
         (status = 401, description = "No or a wrong `dapr-api-token`.", body = Problem, content_type = "application/problem+json"),
@@ -152,7 +152,7 @@ async fn deliver(State(deliveries): State<Deliveries>, PathText(_topic): PathTex
 /// daprd delivers it again).
 #[utoipa::path(post, path = "/dead-letters/{topic}", tag = TAG, security(("app_token" = [])),
     params(("topic" = String, Path, description = "The original topic of the dead letter.", example = "todos.task.created")),
-    request_body(content = Object, content_type = "application/cloudevents+json", description = "The CloudEvent that was dropped or could not be delivered; any body is stored."),
+    request_body(content = Option<Value>, content_type = "application/cloudevents+json", description = "The CloudEvent that was dropped or could not be delivered; any body is stored."),
     responses(
         (status = 200, description = "What daprd should do with the delivery.", body = DeliveryAnswer, example = json!({"status": "SUCCESS"})),
         (status = 401, description = "No or a wrong `dapr-api-token`.", body = Problem, content_type = "application/problem+json"),

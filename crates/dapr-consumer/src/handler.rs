@@ -28,8 +28,16 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// A failed database statement: worth retrying, since the event itself was valid.
+    /// A failed database statement: worth retrying (the database may be back, the conflict
+    /// gone), unless the database refused the event's data itself (PostgreSQL's SQLSTATE class
+    /// 22, "data exception": a NUL in text, a value out of range), which no retry changes.
     pub fn database(error: &sqlx::Error) -> Self {
-        Self::Retry(format!("database: {error}"))
+        let data_exception =
+            error.as_database_error().and_then(|e| e.code()).is_some_and(|code| code.starts_with("22"));
+        if data_exception {
+            Self::Drop(format!("the database refused the event's data: {error}"))
+        } else {
+            Self::Retry(format!("database: {error}"))
+        }
     }
 }

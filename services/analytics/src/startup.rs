@@ -4,6 +4,7 @@
 use dapr_consumer::{Consumer, ConsumerApp};
 use service_kit::db::Migrations;
 use service_kit::startup::StartError;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Settings;
 use crate::projection::Projection;
@@ -16,6 +17,13 @@ pub const MIGRATIONS: Migrations = dapr_consumer::consumer_migrations!();
 /// [`ConsumerApp::run_until_stopped`].
 pub async fn build(settings: Settings) -> Result<ConsumerApp, StartError> {
     let consumer = Consumer::start(&settings.consumer, MIGRATIONS).await?;
+    let routes = routes(&consumer);
+    Ok(consumer.serve(routes))
+}
+
+/// Every route of the service: the projection as the event handler, the figures, and the
+/// rebuild among the admin routes.
+pub fn routes(consumer: &Consumer) -> OpenApiRouter {
     let db = consumer.db().clone();
-    Ok(consumer.into_app(Projection { db: db.clone() }, queries::routes(db.clone()), queries::admin_routes(db)))
+    consumer.routes(Projection { db: db.clone() }, queries::routes(db.clone()), queries::admin_routes(db))
 }

@@ -30,6 +30,13 @@ pub async fn build(settings: Settings) -> Result<ConsumerApp, StartError> {
         })
         .transpose()?;
     let consumer = Consumer::start(&settings.consumer, MIGRATIONS).await?;
+    let routes = routes(&consumer, webhook);
+    Ok(consumer.serve(routes))
+}
+
+/// Every route of the service: the notifier as the event handler (calling `webhook` when
+/// there is one) and the notifications API.
+pub fn routes(consumer: &Consumer, webhook: Option<Arc<Webhook>>) -> OpenApiRouter {
     let db = consumer.db().clone();
-    Ok(consumer.into_app(Notifier { db: db.clone(), webhook }, api::routes(db), OpenApiRouter::new()))
+    consumer.routes(Notifier { db: db.clone(), webhook }, api::routes(db), OpenApiRouter::new())
 }

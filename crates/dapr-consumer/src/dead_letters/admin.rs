@@ -111,7 +111,7 @@ async fn show(State(admin): State<Admin>, PathText(raw): PathText) -> Result<Jso
     (status = 401, description = "No or a wrong bearer token.", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "The admin API is disabled (no `ADMIN_TOKEN`).", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "No dead letter with this id.", body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "Not parked (replayed or discarded already).", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "Not parked (replayed or discarded already), or not a CloudEvent (only discarding it is possible).", body = Problem, content_type = "application/problem+json"),
     (status = 502, description = "The Dapr sidecar did not accept the event; it stays parked.", body = Problem, content_type = "application/problem+json"),
     (status = "default", response = inline(ProblemResponse)),
 ))]
@@ -121,6 +121,12 @@ async fn replay(State(admin): State<Admin>, PathText(raw): PathText) -> Result<J
     if letter.status != DeadLetterStatus::Parked {
         return Err(Problem::new(StatusCode::CONFLICT, "not-parked")
             .detail(format!("The dead letter is {}; only parked ones can be replayed.", letter.status.as_str())));
+    }
+    if !is_cloud_event(&letter.event) {
+        return Err(Problem::new(StatusCode::CONFLICT, "not-replayable").detail(
+            "The dead letter is not a CloudEvent (no specversion, id, source and type): it can never be \
+             processed, so it can only be discarded.",
+        ));
     }
     let partition_key = letter.event.get("subject").and_then(Value::as_str);
     let traceparent = letter.event.get("traceparent").and_then(Value::as_str).filter(|t| !t.is_empty());
@@ -160,6 +166,15 @@ async fn find(admin: &Admin, id: Uuid) -> Result<DeadLetter, Problem> {
         .get(id)
         .await?
         .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "not-found").detail(format!("No dead letter with id {id}.")))
+}
+
+/// What daprd's publish API takes as a CloudEvent. Anything else is not worth republishing,
+/// and daprd 1.18.2 answers some such bodies (`{}`) by panicking in its HTTP handler and
+/// dropping the connection.
+fn is_cloud_event(event: &Value) -> bool {
+    ["specversion", "id", "source", "type"]
+        .iter()
+        .all(|name| event.get(name).and_then(Value::as_str).is_some_and(|v| !v.is_empty()))
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, Problem> {

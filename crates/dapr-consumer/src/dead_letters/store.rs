@@ -49,8 +49,8 @@ pub struct DeadLetter {
     pub times_seen: i64,
     pub status: DeadLetterStatus,
     pub resolved_at: Option<String>,
-    /// The original CloudEvent, exactly as daprd forwarded it.
-    #[schema(value_type = Object)]
+    /// The original CloudEvent, exactly as daprd forwarded it (any JSON: what was dropped may
+    /// not have been a CloudEvent at all).
     pub event: Value,
 }
 

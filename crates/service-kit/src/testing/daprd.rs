@@ -88,6 +88,18 @@ impl Options {
     }
 }
 
+/// A resources folder with one component: the in-memory pub/sub named `pubsub`, for a sidecar
+/// whose messages need not outlive it.
+pub fn in_memory_pubsub() -> TempDir {
+    let resources = TempDir::new();
+    std::fs::write(
+        resources.path.join("pubsub.yaml"),
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n",
+    )
+    .expect("write the component");
+    resources
+}
+
 /// A running daprd, killed when dropped.
 pub struct Daprd {
     pub http_port: u16,

@@ -107,7 +107,8 @@ pub async fn panicking_route() -> &'static str {
 pub async fn a_panic_answers_a_problem(url: &str) {
     let http = reqwest::Client::new();
     for _ in 0..2 {
-        let response = http.get(format!("{url}{PANIC_PATH}")).send().await.expect("an answer, not a dropped connection");
+        let response =
+            http.get(format!("{url}{PANIC_PATH}")).send().await.expect("an answer, not a dropped connection");
         assert_eq!(response.status(), 500);
         assert_eq!(response.headers()["content-type"], "application/problem+json");
         let body: Value = response.json().await.unwrap();

@@ -76,7 +76,12 @@ pub async fn check_service(name: &str, base_url: &str, headers: &[(&str, &str)])
     let run = PropertyRun { cases: generated_cases(&text), passed: output.status.success(), output: text };
     eprintln!("schemathesis on {name} (seed {seed}): {} cases generated, passed: {}", run.cases, run.passed);
     assert!(run.passed, "schemathesis found failures on {name} (seed {seed}):\n{}", run.output);
-    assert!(run.cases >= MIN_CASES, "only {} cases ran on {name}; at least {MIN_CASES} were asked:\n{}", run.cases, run.output);
+    assert!(
+        run.cases >= MIN_CASES,
+        "only {} cases ran on {name}; at least {MIN_CASES} were asked:\n{}",
+        run.cases,
+        run.output
+    );
     run
 }
 

@@ -11,10 +11,20 @@ pub use service_kit::testing::TestDb;
 pub const ADMIN_TOKEN: &str = "admin-secret";
 
 pub async fn spawn(backend: Backend) -> TestApp {
+    spawn_with(backend, &[]).await
+}
+
+/// The app with `overrides` of its test environment.
+pub async fn spawn_with(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
     let test_db = TestDb::new(backend).await;
-    let settings = Settings::from_lookup(|name| match name {
-        "ADMIN_TOKEN" => Some(ADMIN_TOKEN.into()),
-        _ => test_env(name, &test_db),
+    let settings = Settings::from_lookup(|name| {
+        if let Some((_, value)) = overrides.iter().find(|(key, _)| *key == name) {
+            return Some((*value).to_owned());
+        }
+        match name {
+            "ADMIN_TOKEN" => Some(ADMIN_TOKEN.into()),
+            _ => test_env(name, &test_db),
+        }
     })
     .expect("test settings are valid");
     TestApp::spawn(analytics::startup::build(settings).await.expect("the app starts"), test_db)

@@ -5,4 +5,6 @@ mod helpers;
 
 pub(crate) use service_kit::on_both_backends;
 
+mod hardening;
+mod openapi;
 mod projections;

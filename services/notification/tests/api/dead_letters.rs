@@ -3,7 +3,6 @@
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use service_kit::testing::TempDir;
 use service_kit::testing::daprd::{self, Daprd};
 use uuid::Uuid;
 
@@ -101,12 +100,7 @@ async fn a_dropped_event_is_dead_lettered_then_replayed_after_the_fix(backend: B
         },
     )
     .await;
-    let resources = TempDir::new();
-    std::fs::write(
-        resources.path.join("pubsub.yaml"),
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n",
-    )
-    .unwrap();
+    let resources = daprd::in_memory_pubsub();
     // Healthy once it has read the app's subscriptions.
     let mut sidecar = Daprd::start(daprd::Options {
         http_port: Some(sidecar_port),

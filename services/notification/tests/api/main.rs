@@ -8,4 +8,6 @@ pub(crate) use service_kit::on_both_backends;
 
 mod dead_letters;
 mod deliveries;
+mod hardening;
+mod openapi;
 mod webhook;

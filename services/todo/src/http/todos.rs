@@ -61,7 +61,11 @@ struct CreateHeaders {
 struct ChangeHeaders {
     /// `*` or strong entity tags (`"3"`, `"3", "4"`) from an `ETag`: the change applies only
     /// if the todo is at one of those versions, else 412. Weak tags never match.
-    #[param(rename = "If-Match", example = "\"1\"", pattern = r#"^\s*(\*|(W/)?"[!#-~]*"(\s*,\s*(W/)?"[!#-~]*")*)\s*$"#)]
+    #[param(
+        rename = "If-Match",
+        example = "\"1\"",
+        pattern = r#"^\s*(\*|(W/)?"[!#-~]*"(\s*,\s*(W/)?"[!#-~]*")*)\s*$"#
+    )]
     if_match: Option<String>,
     /// Carried by the todo's events and echoed on the answer; generated when absent.
     #[param(rename = "X-Correlation-Id")]

@@ -8,11 +8,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use service_kit::middleware::Limits;
 use service_kit::testing::http_contract::{self, PANIC_PATH, panicking_route};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use todo::http::{self, AppState};
 use todo::outbox::Outbox;
 use todo::todos::Todos;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::helpers::{Backend, DEADLINE, FakeSidecar, TestApp, TestDb, assert_problem, eventually};
 use crate::on_both_backends;
@@ -65,7 +65,8 @@ async fn only_a_json_object_is_a_body(backend: Backend) {
 async fn malformed_paths_and_long_uris_answer_problems(backend: Backend) {
     let (app, _sidecar) = TestApp::spawn(backend).await;
     for path in ["/todos/%FF", "/todos/%FF/events", "/todos/%FF/complete"] {
-        let request = if path.ends_with("complete") { app.http.post(app.url(path)) } else { app.http.get(app.url(path)) };
+        let request =
+            if path.ends_with("complete") { app.http.post(app.url(path)) } else { app.http.get(app.url(path)) };
         assert_problem(request.send().await.unwrap(), 400, Some("id")).await;
     }
     let long = format!("/todos?userId={}", "a".repeat(9_000));
@@ -105,8 +106,10 @@ async fn past_the_concurrency_limit_requests_are_shed_with_503_and_retry_after()
     assert_eq!(problem["type"], "https://dapr-todo.example/problems/overloaded");
     assert_eq!(app.get("/healthz").await.status(), 200, "probes are not shed");
     drop(stalled.into_inner());
-    eventually("the slot is free again", DEADLINE, || async { (app.get("/todos").await.status() == 200).then_some(()) })
-        .await;
+    eventually("the slot is free again", DEADLINE, || async {
+        (app.get("/todos").await.status() == 200).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,11 +134,8 @@ async fn a_request_past_the_timeout_answers_a_503_problem() {
 async fn a_panicking_handler_answers_a_problem() {
     let db = TestDb::new(Backend::Sqlite).await;
     let database = todo::startup::connect_database(&db.url, 2).await.unwrap();
-    let state = AppState {
-        todos: Todos::new(database, Outbox::new()),
-        app_id: "todo".into(),
-        admin_token: Default::default(),
-    };
+    let state =
+        AppState { todos: Todos::new(database, Outbox::new()), app_id: "todo".into(), admin_token: Default::default() };
     let limits = Limits::default();
     let routes = http::routes(state, &limits).route(PANIC_PATH, axum::routing::get(panicking_route));
     let served = http_contract::serve(http::app(routes, &limits)).await;

@@ -1,0 +1,74 @@
+//! The notification service's OpenAPI document against the service: every documented
+//! operation is routed, the reference page is self-served, schemathesis finds no answer that
+//! breaks the document or is a server error, and a panic answers a problem.
+
+use notification::config::Settings;
+use service_kit::testing::daprd::{self, Daprd};
+use service_kit::testing::http_contract::{self, PANIC_PATH, panicking_route};
+use service_kit::testing::schemathesis;
+
+use crate::helpers::{ADMIN_TOKEN, Backend, Options, TestApp, TestDb, spawn};
+use crate::on_both_backends;
+
+const APP_TOKEN: &str = "property-app-token";
+
+on_both_backends!(the_document_and_the_router_agree, schemathesis_finds_nothing);
+
+fn options() -> Options {
+    Options { admin_token: Some(ADMIN_TOKEN), app_token: Some(APP_TOKEN), ..Options::default() }
+}
+
+async fn the_document_and_the_router_agree(backend: Backend) {
+    let app = spawn(backend, options()).await;
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let headers = [("Authorization", bearer.as_str()), ("dapr-api-token", APP_TOKEN)];
+    let operations = http_contract::every_operation_is_routed(&app.url(""), &headers).await;
+    assert!(operations >= 13, "deliveries, notifications, dead letters, metrics and health: {operations}");
+    http_contract::reference_page_is_self_served(&app.url("")).await;
+    app.stop().await;
+}
+
+/// With a real daprd (in-memory pub/sub) beside the app: dead-letter replays publish through it,
+/// and it delivers them back.
+async fn schemathesis_finds_nothing(backend: Backend) {
+    let sidecar_port = daprd::free_port();
+    let dapr_endpoint = Some(format!("http://127.0.0.1:{sidecar_port}"));
+    let app = spawn(backend, Options { dapr_endpoint, ..options() }).await;
+    let resources = daprd::in_memory_pubsub();
+    let sidecar = Daprd::start(daprd::Options {
+        http_port: Some(sidecar_port),
+        app_api_token: Some(APP_TOKEN.into()),
+        ..daprd::Options::new("notification", Some(app.addr.port()), &resources.path)
+    })
+    .await;
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let headers = [("Authorization", bearer.as_str()), ("dapr-api-token", APP_TOKEN)];
+    let (name, url) = (format!("notification on {backend:?}"), app.url(""));
+    let run = std::panic::AssertUnwindSafe(schemathesis::check_service(&name, &url, &headers));
+    if let Err(panic) = futures::FutureExt::catch_unwind(run).await {
+        eprintln!(
+            "daprd's errors while schemathesis ran:\n{}",
+            sidecar
+                .log()
+                .lines()
+                .filter(|l| l.contains("panic") || l.contains("level=error") || l.contains("goroutine"))
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::panic::resume_unwind(panic);
+    }
+    app.stop().await;
+}
+
+/// The service's own routes (`notification::startup::routes`) with one more, which panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_answers_a_problem() {
+    let test_db = TestDb::new(Backend::Sqlite).await;
+    let settings = Settings::from_lookup(|name| dapr_consumer::testing::test_env(name, &test_db)).unwrap();
+    let consumer = dapr_consumer::Consumer::start(&settings.consumer, notification::startup::MIGRATIONS).await.unwrap();
+    let routes = notification::startup::routes(&consumer, None).route(PANIC_PATH, axum::routing::get(panicking_route));
+    let app = TestApp::spawn(consumer.serve(routes), test_db);
+    http_contract::a_panic_answers_a_problem(&app.url("")).await;
+    app.stop().await;
+}
