@@ -10,13 +10,14 @@ IMAGE_REPO ?= ghcr.io/dapr-todo
 IMAGE_TAG ?= 0.1.0
 
 
-.PHONY: help build images run run-kafka test test-kafka chaos test-unit validate-k8s bench-write bench-relay lint fmt clean ensure-rust
+.PHONY: help build images run run-kafka test test-kafka chaos fuzz test-unit validate-k8s bench-write bench-relay lint fmt clean ensure-rust
 
 help:
 	@echo "make run          build and start todo, notification and analytics under dapr run -f dapr/dapr.yaml (Redis)"
 	@echo "make run-kafka    the same on the cluster's Kafka component, against a local Apache Kafka"
-	@echo "make test         every test: unit, integration (SQLite and PostgreSQL), Dapr contract and end to end under daprd on Redis, k8s validation"
+	@echo "make test         every test: unit, integration and property-based API tests (schemathesis; SQLite and PostgreSQL), Dapr contract and end to end under daprd on Redis, k8s validation"
 	@echo "make test-kafka   the Kafka contract tests and the whole system end to end on Apache Kafka"
+	@echo "make fuzz         every fuzz target (fuzz/, cargo-fuzz) for FUZZ_SECONDS each (default 60)"
 	@echo "make chaos        crashes every app and daprd at random under load, restarts the broker, checks nothing was lost or doubled (CHAOS_SECONDS, CHAOS_SEED)"
 	@echo "make bench-write  POST /todos throughput and latency vs a bare insert (release)"
 	@echo "make bench-relay  outbox claim latency with a million published rows (release)"
@@ -48,12 +49,15 @@ run-kafka: build
 
 # PostgreSQL and Redis for the tests: the ones on their standard local ports if they answer,
 # else servers of our own (scripts/ensure-postgres.sh, scripts/ensure-redis.sh); daprd from
-# scripts/ensure-dapr.sh. Every test creates and drops its own database, starts its own daprd
-# processes, and uses stream and group names (or, end to end, a redis-server) of its own.
+# scripts/ensure-dapr.sh; schemathesis (PyPI) for the property-based API tests from
+# scripts/ensure-schemathesis.sh. Every test creates and drops its own database, starts its own
+# daprd processes, and uses stream and group names (or, end to end, a redis-server) of its own.
 test: ensure-rust
 	@pg=$$(scripts/ensure-postgres.sh); redis=$$(NEED_REDIS_SERVER=1 scripts/ensure-redis.sh); daprd=$$(scripts/ensure-dapr.sh --daprd); \
-	echo "PostgreSQL for tests: $$pg; Redis for tests: $$redis; daprd: $$daprd"; \
-	TEST_POSTGRES_URL=$$pg TEST_REDIS_HOST=$$redis DAPRD=$$daprd $(CARGO) test --workspace --locked --no-fail-fast
+	schemathesis=$$(scripts/ensure-schemathesis.sh); \
+	echo "PostgreSQL for tests: $$pg; Redis for tests: $$redis; daprd: $$daprd; schemathesis: $$schemathesis"; \
+	TEST_POSTGRES_URL=$$pg TEST_REDIS_HOST=$$redis DAPRD=$$daprd SCHEMATHESIS=$$schemathesis \
+	  $(CARGO) test --workspace --locked --no-fail-fast
 	$(CARGO) build --workspace --benches --locked
 	scripts/validate-k8s.sh
 
@@ -83,6 +87,11 @@ chaos: ensure-rust
 	@redis=$$(NEED_REDIS_SERVER=1 scripts/ensure-redis.sh); daprd=$$(scripts/ensure-dapr.sh --daprd); \
 	CHAOS_SECONDS=$(CHAOS_SECONDS) TEST_REDIS_HOST=$$redis DAPRD=$$daprd \
 	  $(CARGO) test --locked -p system-tests --test system chaos:: -- --ignored --nocapture
+
+# Coverage-guided fuzzing of the parsers that take bytes from outside (fuzz/, scripts/fuzz.sh).
+FUZZ_SECONDS ?= 60
+fuzz: ensure-rust
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
 
 test-unit: ensure-rust
 	$(CARGO) test --workspace --locked --lib --bins

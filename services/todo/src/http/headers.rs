@@ -92,7 +92,9 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<Precondition>> {
     parse_if_match(text).map(Some).map_err(|e| ApiError::bad_request("If-Match", e))
 }
 
-fn parse_if_match(value: &str) -> Result<Precondition, String> {
+/// An `If-Match` value as a [`Precondition`], or why it is malformed; public for the fuzz target
+/// (`fuzz/`).
+pub fn parse_if_match(value: &str) -> Result<Precondition, String> {
     let value = value.trim();
     if value == "*" {
         return Ok(Precondition::Any);
@@ -106,7 +108,12 @@ fn parse_if_match(value: &str) -> Result<Precondition, String> {
             .strip_prefix('"')
             .and_then(|t| t.strip_suffix('"'))
             .ok_or_else(|| format!("{tag:?} is not an entity tag such as \"3\""))?;
-        if let Ok(version) = inner.parse() {
+        // Entity tags compare octet by octet (RFC 9110 §8.8.3.2): `"03"` or `"+3"` is not the
+        // tag `"3"` we issued, so only the canonical form of a version names it.
+        if let Ok(version) = inner.parse::<i64>()
+            && version >= 1
+            && version.to_string() == inner
+        {
             versions.push(version);
         }
     }
@@ -151,6 +158,8 @@ mod tests {
         assert_eq!(parse_if_match("\"3\"").unwrap(), Precondition::Versions(vec![3]));
         assert_eq!(parse_if_match("\"3\", W/\"4\", \"x\"").unwrap(), Precondition::Versions(vec![3]));
         assert!(parse_if_match("3").is_err());
+        // Found by the fuzz target: tags we never issued name no version.
+        assert_eq!(parse_if_match("\"03\", \"+3\", \"-3\", \"0\"").unwrap(), Precondition::Versions(vec![]));
         assert!(parse_if_match("\"3\"").unwrap().matches(3));
         assert!(!parse_if_match("W/\"3\"").unwrap().matches(3));
     }
