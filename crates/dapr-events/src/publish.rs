@@ -191,7 +191,7 @@ impl DaprPublisher {
     pub async fn wait_until_outbound_ready(&self, backoff: Backoff) {
         let mut attempt = 0u32;
         while !self.outbound_ready().await {
-            if attempt % 10 == 0 {
+            if attempt.is_multiple_of(10) {
                 tracing::info!(
                     sidecar = %self.config.sidecar_url,
                     attempt,

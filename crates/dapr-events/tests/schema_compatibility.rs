@@ -83,7 +83,12 @@ fn every_published_example_still_validates_against_its_schema_closed() {
                 assert_eq!(example["type"], event_type.as_str(), "{}", file.display());
                 let errors: Vec<String> =
                     closed.iter_errors(&example["data"]).map(|e| format!("{}: {e}", e.instance_path)).collect();
-                assert!(errors.is_empty(), "{} no longer validates against {}: {errors:?}", file.display(), path.display());
+                assert!(
+                    errors.is_empty(),
+                    "{} no longer validates against {}: {errors:?}",
+                    file.display(),
+                    path.display()
+                );
             }
         }
     }
@@ -139,7 +144,8 @@ fn removing_a_field_breaks_the_examples() {
     let path = schemas_dir().join("todos.task.created/v1.json");
     let mut schema = read_json(&path);
     schema["properties"].as_object_mut().unwrap().remove("description");
-    schema["required"] = json!(schema["required"].as_array().unwrap().iter().filter(|f| *f != "description").collect::<Vec<_>>());
+    schema["required"] =
+        json!(schema["required"].as_array().unwrap().iter().filter(|f| *f != "description").collect::<Vec<_>>());
     let closed = validator(&schema);
     let (_, example) = &examples(TodoEventType::Created, 1)[0];
     assert!(!closed.is_valid(&example["data"]), "a removed field must break a published example");

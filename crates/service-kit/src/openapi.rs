@@ -75,3 +75,53 @@ pub fn serve_documented(routes: OpenApiRouter, limits: &Limits) -> Router {
         .method_not_allowed_fallback(crate::problem::method_not_allowed);
     middleware::harden(router, limits)
 }
+
+/// The other half of "no route without its operation" (each service's `tests/api/openapi.rs`
+/// checks that every operation has its route): the services' routes are only ever collected
+/// with `utoipa_axum::routes!`, which registers a handler and its operation together. A route
+/// added with axum's own `route`, `route_service` or `nest_service` would be served but missing
+/// from the document, so no source file of the services and their shared crates may use them
+/// (the test harnesses, which serve stand-ins, excepted).
+#[cfg(test)]
+mod every_route_is_documented {
+    use std::path::{Path, PathBuf};
+
+    const UNDOCUMENTED: [&str; 4] = [".route(", ".route_service(", ".nest_service(", "axum::routing::"];
+
+    fn rust_files(path: &Path, found: &mut Vec<PathBuf>) {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(path).expect("a readable directory") {
+                let path = entry.expect("an entry").path();
+                if path.file_name().is_some_and(|name| name == "testing" || name == "testing.rs") {
+                    continue;
+                }
+                rust_files(&path, found);
+            }
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.push(path.to_owned());
+        }
+    }
+
+    #[test]
+    fn no_source_file_adds_a_route_outside_routes() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files = Vec::new();
+        for dir in ["crates/service-kit/src", "crates/dapr-consumer/src", "services"] {
+            rust_files(&root.join(dir), &mut files);
+        }
+        files.retain(|file| !file.components().any(|c| c.as_os_str() == "tests" || c.as_os_str() == "benches"));
+        assert!(files.len() > 30, "the sources were not found under {}", root.display());
+        let mut offences = Vec::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file).expect("a readable file");
+            let code = text.split("#[cfg(test)]\nmod every_route_is_documented").next().unwrap_or(&text);
+            for (number, line) in code.lines().enumerate() {
+                let comment = line.trim_start().starts_with("//");
+                if !comment && UNDOCUMENTED.iter().any(|call| line.contains(call)) {
+                    offences.push(format!("{}:{}: {}", file.display(), number + 1, line.trim()));
+                }
+            }
+        }
+        assert!(offences.is_empty(), "routes added without their OpenAPI operation:\n{}", offences.join("\n"));
+    }
+}

@@ -59,6 +59,43 @@ fn fill_parameters(path: &str) -> String {
     filled
 }
 
+/// Every request of the repository's `http/*.http` files sent to `{{variable}}` names an
+/// operation of the document at `{base_url}/openapi.json`: the files are the quick start and
+/// the admin API as an editor sends them, and must not drift from the API. Returns how many
+/// requests were checked.
+pub async fn http_files_name_documented_operations(base_url: &str, variable: &str) -> usize {
+    let document: Value = reqwest::get(format!("{base_url}/openapi.json")).await.unwrap().json().await.unwrap();
+    let paths = document["paths"].as_object().expect("paths");
+    let prefix = format!("{{{{{variable}}}}}");
+    let dir = super::daprd::repository().join("http");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("the http/ folder") {
+        let file = entry.unwrap().path();
+        let text = std::fs::read_to_string(&file).unwrap();
+        for line in text.lines() {
+            let Some((method, target)) = line.split_once(' ') else { continue };
+            if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method) {
+                continue;
+            }
+            let Some(path) = target.trim().strip_prefix(&prefix) else { continue };
+            let path = path.split('?').next().unwrap();
+            let documented = paths
+                .iter()
+                .any(|(template, item)| item.get(method.to_lowercase()).is_some() && template_matches(template, path));
+            assert!(documented, "{}: {method} {path} is not an operation of the document", file.display());
+            checked += 1;
+        }
+    }
+    checked
+}
+
+/// `/todos/{id}` matches `/todos/{{created.response.body.id}}` and `/todos/0190…`.
+fn template_matches(template: &str, path: &str) -> bool {
+    let (template, path): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+    template.len() == path.len()
+        && template.iter().zip(&path).all(|(t, p)| (t.starts_with('{') && !p.is_empty()) || t == p)
+}
+
 /// `GET /docs/` is an HTML page whose scripts and styles the service serves itself.
 pub async fn reference_page_is_self_served(base_url: &str) {
     let http = reqwest::Client::new();
@@ -120,6 +157,13 @@ pub async fn a_panic_answers_a_problem(url: &str) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn templates_match_concrete_paths() {
+        assert!(super::template_matches("/todos/{id}", "/todos/{{created.response.body.id}}"));
+        assert!(!super::template_matches("/todos/{id}", "/todos"));
+        assert!(!super::template_matches("/todos/{id}/events", "/todos/x/complete"));
+    }
+
     #[test]
     fn fills_path_parameters() {
         assert_eq!(super::fill_parameters("/todos/{id}/events"), "/todos/00000000-0000-0000-0000-000000000000/events");

@@ -21,6 +21,8 @@ async fn the_document_and_the_router_agree(backend: Backend) {
     let operations = http_contract::every_operation_is_routed(&app.url(""), &headers).await;
     assert!(operations >= 15, "deliveries, figures, rebuild, dead letters, metrics and health: {operations}");
     http_contract::reference_page_is_self_served(&app.url("")).await;
+    let requests = http_contract::http_files_name_documented_operations(&app.url(""), "analytics").await;
+    assert!(requests >= 2, "http/*.http send {requests} requests to the analytics service");
     app.stop().await;
 }
 

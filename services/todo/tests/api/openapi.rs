@@ -27,6 +27,9 @@ async fn the_document_and_the_router_agree(backend: Backend) {
     let operations = every_operation_is_routed(&app.address, &[("Authorization", &bearer)]).await;
     assert!(operations >= 14, "the todo API, its admin API, metrics and health: {operations}");
     reference_page_is_self_served(&app.address).await;
+    let requests =
+        service_kit::testing::http_contract::http_files_name_documented_operations(&app.address, "todo").await;
+    assert!(requests >= 10, "http/*.http send {requests} requests to the todo service");
 }
 
 async fn schemathesis_finds_nothing(backend: Backend) {
