@@ -116,16 +116,16 @@ impl Application {
                 }
             }
         }
-        if let Some((owner, mut relay_task)) = relay {
-            if tokio::time::timeout(grace, &mut relay_task.0).await.is_err() {
-                relay_task.0.abort();
-                let released = tokio::time::timeout(Duration::from_secs(1), queue::release_leases(&db, &owner)).await;
-                tracing::warn!(
-                    grace_ms = grace.as_millis() as u64,
-                    released = ?released.ok().and_then(Result::ok),
-                    "the relay's round outlasted the shutdown grace period; stopped, its events stay in the outbox"
-                );
-            }
+        if let Some((owner, mut relay_task)) = relay
+            && tokio::time::timeout(grace, &mut relay_task.0).await.is_err()
+        {
+            relay_task.0.abort();
+            let released = tokio::time::timeout(Duration::from_secs(1), queue::release_leases(&db, &owner)).await;
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                released = ?released.ok().and_then(Result::ok),
+                "the relay's round outlasted the shutdown grace period; stopped, its events stay in the outbox"
+            );
         }
         let served = (&mut server.0).await;
         startup::close_database(&db).await;

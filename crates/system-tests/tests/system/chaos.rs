@@ -54,13 +54,13 @@ async fn load(todo_url: Arc<Mutex<String>>, figures: Arc<LoadFigures>, stop: Can
         match created {
             Ok(response) if response.status() == 201 => {
                 let todo: Value = response.json().await.unwrap_or(Value::Null);
-                if n % 2 == 0 {
-                    if let Some(id) = todo["id"].as_str() {
-                        figures.sent.fetch_add(1, Ordering::Relaxed);
-                        let completed = http.post(format!("{url}/todos/{id}/complete")).send().await;
-                        if !completed.is_ok_and(|r| r.status() == 200) {
-                            figures.failed.fetch_add(1, Ordering::Relaxed);
-                        }
+                if n.is_multiple_of(2)
+                    && let Some(id) = todo["id"].as_str()
+                {
+                    figures.sent.fetch_add(1, Ordering::Relaxed);
+                    let completed = http.post(format!("{url}/todos/{id}/complete")).send().await;
+                    if !completed.is_ok_and(|r| r.status() == 200) {
+                        figures.failed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }

@@ -48,18 +48,21 @@ pub async fn notifications(app: &TestApp, query: &str) -> Value {
     body
 }
 
+/// One answer of the receiver's script: a status, with a `Retry-After` or not.
+type ScriptedAnswer = (StatusCode, Option<&'static str>);
+
 /// A webhook receiver that answers from a script (then 200) and records every call.
 pub struct WebhookReceiver {
     pub url: String,
     calls: Arc<Mutex<Vec<(HeaderMap, Value)>>>,
-    script: Arc<Mutex<VecDeque<(StatusCode, Option<&'static str>)>>>,
+    script: Arc<Mutex<VecDeque<ScriptedAnswer>>>,
     server: JoinHandle<()>,
 }
 
 #[derive(Clone)]
 struct ReceiverState {
     calls: Arc<Mutex<Vec<(HeaderMap, Value)>>>,
-    script: Arc<Mutex<VecDeque<(StatusCode, Option<&'static str>)>>>,
+    script: Arc<Mutex<VecDeque<ScriptedAnswer>>>,
 }
 
 async fn receive(

@@ -89,20 +89,19 @@ impl Todos {
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<Created, TodoError> {
         let mut unit = self.outbox.begin(&self.db.writer).await?;
-        if let Some(idempotency) = idempotency {
-            if let Some(stored) = store::find_idempotency_key(&mut unit, &idempotency.key).await? {
-                return replay(stored, idempotency);
-            }
+        if let Some(idempotency) = idempotency
+            && let Some(stored) = store::find_idempotency_key(&mut unit, &idempotency.key).await?
+        {
+            return replay(stored, idempotency);
         }
         let todo = new_todo(input);
         store::insert(&mut unit, &todo).await?;
         unit.append(TodoEventType::Created, &todo.event_data(Vec::new(), None), context, todo.created_at).await?;
-        if let Some(idempotency) = idempotency {
-            if let Err(error) =
+        if let Some(idempotency) = idempotency
+            && let Err(error) =
                 store::insert_idempotency_key(&mut unit, &idempotency.key, &idempotency.request_hash, &todo).await
-            {
-                return self.lost_key_race(unit, error, idempotency).await;
-            }
+        {
+            return self.lost_key_race(unit, error, idempotency).await;
         }
         unit.commit().await?;
         Ok(Created::New(todo))
@@ -153,10 +152,10 @@ impl Todos {
             let mut unit = self.outbox.begin(&self.db.writer).await?;
             let current =
                 store::get_for_change(&mut unit, self.db.backend, id).await?.ok_or(TodoError::NotFound(id))?;
-            if let Some(precondition) = precondition {
-                if !precondition.matches(current.version) {
-                    return Err(TodoError::PreconditionFailed { current_version: current.version });
-                }
+            if let Some(precondition) = precondition
+                && !precondition.matches(current.version)
+            {
+                return Err(TodoError::PreconditionFailed { current_version: current.version });
             }
             let now = now();
             let (written, event_type, data, outcome) = match decide(&current, now) {

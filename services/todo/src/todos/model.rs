@@ -108,23 +108,23 @@ impl TodoPatch {
     pub fn apply(&self, todo: &Todo) -> (Todo, Vec<String>) {
         let mut next = todo.clone();
         let mut changed = Vec::new();
-        if let Some(title) = &self.title {
-            if *title != todo.title {
-                next.title = title.clone();
-                changed.push("title".to_owned());
-            }
+        if let Some(title) = &self.title
+            && *title != todo.title
+        {
+            next.title = title.clone();
+            changed.push("title".to_owned());
         }
-        if let Some(description) = &self.description {
-            if *description != todo.description {
-                next.description = description.clone();
-                changed.push("description".to_owned());
-            }
+        if let Some(description) = &self.description
+            && *description != todo.description
+        {
+            next.description = description.clone();
+            changed.push("description".to_owned());
         }
-        if let Some(due_at) = self.due_at {
-            if due_at != todo.due_at {
-                next.due_at = due_at;
-                changed.push("dueAt".to_owned());
-            }
+        if let Some(due_at) = self.due_at
+            && due_at != todo.due_at
+        {
+            next.due_at = due_at;
+            changed.push("dueAt".to_owned());
         }
         (next, changed)
     }
