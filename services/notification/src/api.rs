@@ -47,7 +47,9 @@ pub fn routes(db: Database) -> OpenApiRouter {
     ("limit" = Option<i64>, Query, description = "1 to 100 (default 20).", minimum = 1, maximum = 100),
     ("cursor" = Option<String>, Query, description = "`nextCursor` of the page before."),
 ), responses(
-    (status = 200, description = "A page of notifications.", body = Page<Notification>),
+    (status = 200, description = "A page of notifications.", body = Page<Notification>, links(
+        ("MarkRead" = (operation_id = "mark_read", parameters(("id" = "$response.body#/items/0/id")), description = "The newest notification of the page.")),
+    )),
     (status = 400, description = "A missing, unknown or malformed query parameter, named in `errors`.", body = Problem, content_type = "application/problem+json"),
     (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
     (status = "default", response = inline(ProblemResponse)),

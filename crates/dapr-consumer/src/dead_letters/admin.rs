@@ -58,7 +58,11 @@ struct ListQuery {
 
 /// The dead letters, oldest first, a page at a time.
 #[utoipa::path(get, path = "/admin/dead-letters", tag = TAG, security(("admin_token" = [])), params(ListQuery), responses(
-    (status = 200, description = "A page of dead letters.", body = Page<DeadLetter>),
+    (status = 200, description = "A page of dead letters.", body = Page<DeadLetter>, links(
+        ("ShowDeadLetter" = (operation_id = "show", parameters(("id" = "$response.body#/items/0/id")), description = "The first letter of the page.")),
+        ("ReplayDeadLetter" = (operation_id = "replay", parameters(("id" = "$response.body#/items/0/id")))),
+        ("DiscardDeadLetter" = (operation_id = "discard", parameters(("id" = "$response.body#/items/0/id")))),
+    )),
     (status = 400, description = "A malformed query parameter.", body = Problem, content_type = "application/problem+json"),
     (status = 401, description = "No or a wrong bearer token.", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "The admin API is disabled (no `ADMIN_TOKEN`).", body = Problem, content_type = "application/problem+json"),

@@ -30,7 +30,10 @@ pub const TAG: &str = "admin";
 
 /// Events daprd refused for good (403/404 for longer than `RELAY_PARK_AFTER_MS`), oldest first.
 #[utoipa::path(get, path = "/admin/outbox/parked", tag = TAG, security(("admin_token" = [])), responses(
-    (status = 200, description = "The parked events.", body = Vec<ParkedEvent>),
+    (status = 200, description = "The parked events.", body = Vec<ParkedEvent>, links(
+        ("RetryParked" = (operation_id = "retry", parameters(("eventId" = "$response.body#/0/eventId")), description = "The oldest parked event.")),
+        ("DiscardParked" = (operation_id = "discard", parameters(("eventId" = "$response.body#/0/eventId")))),
+    )),
     (status = 401, description = "No or a wrong bearer token.", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "The admin API is disabled (no `ADMIN_TOKEN`).", body = Problem, content_type = "application/problem+json"),
     (status = "default", response = inline(ProblemResponse)),

@@ -133,7 +133,10 @@ struct ListQuery {
 
 /// List todos, newest first, a page at a time.
 #[utoipa::path(get, path = "/todos", tag = TAG, params(ListQuery), responses(
-    (status = 200, description = "A page of todos.", body = Page<Todo>),
+    (status = 200, description = "A page of todos.", body = Page<Todo>, links(
+        ("GetTodo" = (operation_id = "fetch", parameters(("id" = "$response.body#/items/0/id")), description = "The newest todo of the page.")),
+        ("TodoEvents" = (operation_id = "events", parameters(("id" = "$response.body#/items/0/id")))),
+    )),
     (status = 400, description = "A malformed query parameter, named in `errors`.", body = Problem, content_type = "application/problem+json"),
     (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
     (status = "default", response = inline(ProblemResponse)),
