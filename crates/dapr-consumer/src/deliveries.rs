@@ -25,8 +25,8 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::Value;
 use service_kit::db::run_to_completion;
-use service_kit::openapi::ProblemResponse;
-use service_kit::problem::{PathText, Problem};
+use service_kit::openapi::SidecarProblems;
+use service_kit::problem::PathText;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -82,8 +82,7 @@ pub fn routes<H: EventHandler>(
 /// dead-letter topic delivered to `/dead-letters/<topic>`.
 #[utoipa::path(get, path = "/dapr/subscribe", tag = TAG, security(("app_token" = [])), responses(
     (status = 200, description = "The app's subscriptions.", body = Vec<Subscription>),
-    (status = 401, description = "No or a wrong `dapr-api-token`.", body = Problem, content_type = "application/problem+json"),
-    (status = "default", response = inline(ProblemResponse)),
+    SidecarProblems,
 ))]
 async fn subscribe(State(deliveries): State<Deliveries>) -> Json<Vec<Subscription>> {
     Json(subscription::with_dead_letters(
@@ -96,8 +95,7 @@ async fn subscribe(State(deliveries): State<Deliveries>) -> Json<Vec<Subscriptio
 /// The app's Dapr configuration: none (the defaults).
 #[utoipa::path(get, path = "/dapr/config", tag = TAG, security(("app_token" = [])), responses(
     (status = 200, description = "An empty object.", body = Object, example = json!({})),
-    (status = 401, description = "No or a wrong `dapr-api-token`.", body = Problem, content_type = "application/problem+json"),
-    (status = "default", response = inline(ProblemResponse)),
+    SidecarProblems,
 ))]
 async fn config() -> Json<Value> {
     Json(serde_json::json!({}))
@@ -119,8 +117,7 @@ struct DeliveryAnswer {
     request_body(content = Option<Value>, content_type = "application/cloudevents+json", description = "A CloudEvent 1.0 of a todo event type. Any body is answered (200, `DROP` for what is not one), as the pub/sub API requires."),
     responses(
         (status = 200, description = "What daprd should do with the delivery.", body = DeliveryAnswer, example = json!({"status": "SUCCESS"})),
-        (status = 401, description = "No or a wrong `dapr-api-token`.", body = Problem, content_type = "application/problem+json"),
-        (status = "default", response = inline(ProblemResponse)),
+        SidecarProblems,
 ))]
 async fn deliver(State(deliveries): State<Deliveries>, PathText(_topic): PathText, body: Bytes) -> Answer {
     let refusal = match delivery::read_todo_event(&body, &deliveries.schemas) {
@@ -155,8 +152,7 @@ async fn deliver(State(deliveries): State<Deliveries>, PathText(_topic): PathTex
     request_body(content = Option<Value>, content_type = "application/cloudevents+json", description = "The CloudEvent that was dropped or could not be delivered; any body is stored."),
     responses(
         (status = 200, description = "What daprd should do with the delivery.", body = DeliveryAnswer, example = json!({"status": "SUCCESS"})),
-        (status = 401, description = "No or a wrong `dapr-api-token`.", body = Problem, content_type = "application/problem+json"),
-        (status = "default", response = inline(ProblemResponse)),
+        SidecarProblems,
 ))]
 async fn dead_letter(State(deliveries): State<Deliveries>, PathText(topic): PathText, body: Bytes) -> Answer {
     match deliveries.dead_letters.park(&body, &topic).await {

@@ -28,6 +28,44 @@ pub const REFERENCE_PATH: &str = "/docs";
 )]
 pub struct ProblemResponse(#[to_schema] pub Problem);
 
+/// What every operation of a public API may answer besides its own answers
+/// (`responses(…, PublicProblems)`).
+#[derive(utoipa::IntoResponses)]
+pub enum PublicProblems {
+    /// Overloaded (`Retry-After`), the database unavailable, or the request took too long:
+    /// retry later.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(#[to_schema] Problem),
+    /// Anything else, as a problem.
+    #[response(status = "default", content_type = "application/problem+json")]
+    Other(#[to_schema] Problem),
+}
+
+/// What every admin operation may answer besides its own answers.
+#[derive(utoipa::IntoResponses)]
+pub enum AdminProblems {
+    /// No or a wrong bearer token.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(#[to_schema] Problem),
+    /// The admin API is disabled (no `ADMIN_TOKEN`).
+    #[response(status = 403, content_type = "application/problem+json")]
+    Disabled(#[to_schema] Problem),
+    /// Anything else, as a problem.
+    #[response(status = "default", content_type = "application/problem+json")]
+    Other(#[to_schema] Problem),
+}
+
+/// What every route daprd calls may answer besides its own answers.
+#[derive(utoipa::IntoResponses)]
+pub enum SidecarProblems {
+    /// No or a wrong `dapr-api-token`.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(#[to_schema] Problem),
+    /// Anything else, as a problem.
+    #[response(status = "default", content_type = "application/problem+json")]
+    Other(#[to_schema] Problem),
+}
+
 /// `router` with `GET /openapi.json` serving `api` and `GET /docs` browsing it.
 pub fn with_docs(router: Router, api: OpenApi) -> Router {
     router.merge(SwaggerUi::new(REFERENCE_PATH).url(DOCUMENT_PATH, api))

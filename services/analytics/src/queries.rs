@@ -15,7 +15,7 @@ use dapr_events::catalog::validate_user_id;
 use dapr_events::timestamp;
 use serde::Serialize;
 use service_kit::db::Database;
-use service_kit::openapi::{ProblemResponse, SecuritySchemes};
+use service_kit::openapi::{AdminProblems, PublicProblems, SecuritySchemes};
 use service_kit::problem::{FieldError, PathText, Problem};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -168,8 +168,7 @@ struct Rebuilt {
     params(("userId" = String, Path, description = "1 to 64 of letters, digits and `. _ @ -`.", pattern = "^[A-Za-z0-9._@-]{1,64}$")), responses(
     (status = 200, description = "The user's figures.", body = UserFigures),
     (status = 400, description = "A malformed user id.", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
-    (status = "default", response = inline(ProblemResponse)),
+    PublicProblems,
 ))]
 async fn user(State(db): State<Database>, PathText(user_id): PathText) -> Result<Json<UserFigures>> {
     validate_user_id(&user_id).map_err(|detail| bad_request("userId", detail))?;
@@ -180,8 +179,7 @@ async fn user(State(db): State<Database>, PathText(user_id): PathText) -> Result
 /// Everyone's figures, and how many users have todos.
 #[utoipa::path(get, path = "/analytics/summary", tag = TAG, responses(
     (status = 200, description = "The overall figures.", body = SummaryFigures),
-    (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
-    (status = "default", response = inline(ProblemResponse)),
+    PublicProblems,
 ))]
 async fn summary(State(db): State<Database>) -> Result<Json<SummaryFigures>> {
     let figures = figures(&db, None).await?;
@@ -211,8 +209,7 @@ fn date_param(query: &HashMap<String, String>, name: &str) -> Result<NaiveDate> 
 ), responses(
     (status = 200, description = "One entry per day.", body = DailyFigures),
     (status = 400, description = "A missing, unknown or malformed parameter, or a range that is reversed or too long.", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
-    (status = "default", response = inline(ProblemResponse)),
+    PublicProblems,
 ))]
 async fn daily(State(db): State<Database>, Query(query): Query<HashMap<String, String>>) -> Result<Json<DailyFigures>> {
     if let Some(unknown) = query.keys().find(|k| !matches!(k.as_str(), "from" | "to" | "userId")) {
@@ -259,9 +256,7 @@ async fn daily(State(db): State<Database>, Query(query): Query<HashMap<String, S
 /// Drop the projection and replay the event log into it.
 #[utoipa::path(post, path = "/admin/projections/rebuild", tag = ADMIN_TAG, security(("admin_token" = [])), responses(
     (status = 200, description = "Rebuilt.", body = Rebuilt, example = json!({"replayedEvents": 1520})),
-    (status = 401, description = "No or a wrong bearer token.", body = Problem, content_type = "application/problem+json"),
-    (status = 403, description = "The admin API is disabled (no `ADMIN_TOKEN`).", body = Problem, content_type = "application/problem+json"),
-    (status = "default", response = inline(ProblemResponse)),
+    AdminProblems,
 ))]
 async fn rebuild(State(db): State<Database>) -> Result<Json<Rebuilt>> {
     let replayed_events = projection::rebuild(&db).await?;

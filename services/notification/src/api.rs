@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use dapr_events::catalog::validate_user_id;
 use service_kit::db::Database;
-use service_kit::openapi::{ProblemResponse, SecuritySchemes};
+use service_kit::openapi::{PublicProblems, SecuritySchemes};
 use service_kit::pagination::{Page, PageRequest};
 use service_kit::problem::{FieldError, PathText, Problem};
 use utoipa::OpenApi;
@@ -51,8 +51,7 @@ pub fn routes(db: Database) -> OpenApiRouter {
         ("MarkRead" = (operation_id = "mark_read", parameters(("id" = "$response.body#/items/0/id")), description = "The newest notification of the page.")),
     )),
     (status = 400, description = "A missing, unknown or malformed query parameter, named in `errors`.", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
-    (status = "default", response = inline(ProblemResponse)),
+    PublicProblems,
 ))]
 async fn list(
     State(db): State<Database>,
@@ -80,8 +79,7 @@ async fn list(
     (status = 200, description = "The notification, read.", body = Notification),
     (status = 400, description = "The id is not a UUID.", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "No notification with this id.", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
-    (status = "default", response = inline(ProblemResponse)),
+    PublicProblems,
 ))]
 async fn mark_read(State(db): State<Database>, PathText(raw): PathText) -> Result<Json<Notification>, Problem> {
     let id = Uuid::parse_str(&raw).map_err(|_| bad_request("id", "not a UUID"))?;

@@ -12,7 +12,7 @@ use dapr_events::DaprPublisher;
 use dapr_events::publish::CLOUDEVENTS_JSON;
 use serde::Deserialize;
 use serde_json::Value;
-use service_kit::openapi::ProblemResponse;
+use service_kit::openapi::AdminProblems;
 use service_kit::pagination::{Page, PageRequest};
 use service_kit::problem::{FieldError, PathText, Problem};
 use utoipa::IntoParams;
@@ -64,9 +64,7 @@ struct ListQuery {
         ("DiscardDeadLetter" = (operation_id = "discard", parameters(("id" = "$response.body#/items/0/id")))),
     )),
     (status = 400, description = "A malformed query parameter.", body = Problem, content_type = "application/problem+json"),
-    (status = 401, description = "No or a wrong bearer token.", body = Problem, content_type = "application/problem+json"),
-    (status = 403, description = "The admin API is disabled (no `ADMIN_TOKEN`).", body = Problem, content_type = "application/problem+json"),
-    (status = "default", response = inline(ProblemResponse)),
+    AdminProblems,
 ))]
 async fn list(
     State(admin): State<Admin>,
@@ -95,10 +93,8 @@ async fn list(
     params(("id" = Uuid, Path, description = "The dead letter's id.")), responses(
     (status = 200, description = "The dead letter.", body = DeadLetter),
     (status = 400, description = "The id is not a UUID.", body = Problem, content_type = "application/problem+json"),
-    (status = 401, description = "No or a wrong bearer token.", body = Problem, content_type = "application/problem+json"),
-    (status = 403, description = "The admin API is disabled (no `ADMIN_TOKEN`).", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "No dead letter with this id.", body = Problem, content_type = "application/problem+json"),
-    (status = "default", response = inline(ProblemResponse)),
+    AdminProblems,
 ))]
 async fn show(State(admin): State<Admin>, PathText(raw): PathText) -> Result<Json<DeadLetter>, Problem> {
     let id = parse_id(&raw)?;
@@ -112,12 +108,10 @@ async fn show(State(admin): State<Admin>, PathText(raw): PathText) -> Result<Jso
     params(("id" = Uuid, Path, description = "The dead letter's id.")), responses(
     (status = 200, description = "Republished; now `replayed`.", body = DeadLetter),
     (status = 400, description = "The id is not a UUID.", body = Problem, content_type = "application/problem+json"),
-    (status = 401, description = "No or a wrong bearer token.", body = Problem, content_type = "application/problem+json"),
-    (status = 403, description = "The admin API is disabled (no `ADMIN_TOKEN`).", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "No dead letter with this id.", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "Not parked (replayed or discarded already), or not a CloudEvent (only discarding it is possible).", body = Problem, content_type = "application/problem+json"),
     (status = 502, description = "The Dapr sidecar did not accept the event; it stays parked.", body = Problem, content_type = "application/problem+json"),
-    (status = "default", response = inline(ProblemResponse)),
+    AdminProblems,
 ))]
 async fn replay(State(admin): State<Admin>, PathText(raw): PathText) -> Result<Json<DeadLetter>, Problem> {
     let id = parse_id(&raw)?;
@@ -152,10 +146,8 @@ async fn replay(State(admin): State<Admin>, PathText(raw): PathText) -> Result<J
     params(("id" = Uuid, Path, description = "The dead letter's id.")), responses(
     (status = 200, description = "Now `discarded`.", body = DeadLetter),
     (status = 400, description = "The id is not a UUID.", body = Problem, content_type = "application/problem+json"),
-    (status = 401, description = "No or a wrong bearer token.", body = Problem, content_type = "application/problem+json"),
-    (status = 403, description = "The admin API is disabled (no `ADMIN_TOKEN`).", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "No dead letter with this id.", body = Problem, content_type = "application/problem+json"),
-    (status = "default", response = inline(ProblemResponse)),
+    AdminProblems,
 ))]
 async fn discard(State(admin): State<Admin>, PathText(raw): PathText) -> Result<Json<DeadLetter>, Problem> {
     let id = parse_id(&raw)?;

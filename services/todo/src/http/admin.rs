@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use service_kit::db::Database;
-use service_kit::openapi::ProblemResponse;
+use service_kit::openapi::{AdminProblems, ProblemResponse};
 use service_kit::problem::{FieldError, PathText, Problem};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -34,9 +34,7 @@ pub const TAG: &str = "admin";
         ("RetryParked" = (operation_id = "retry", parameters(("eventId" = "$response.body#/0/eventId")), description = "The oldest parked event.")),
         ("DiscardParked" = (operation_id = "discard", parameters(("eventId" = "$response.body#/0/eventId")))),
     )),
-    (status = 401, description = "No or a wrong bearer token.", body = Problem, content_type = "application/problem+json"),
-    (status = 403, description = "The admin API is disabled (no `ADMIN_TOKEN`).", body = Problem, content_type = "application/problem+json"),
-    (status = "default", response = inline(ProblemResponse)),
+    AdminProblems,
 ))]
 async fn list(State(db): State<Database>) -> Result<Json<Vec<ParkedEvent>>, Problem> {
     Ok(Json(parked::list(&db.reader).await?))
@@ -47,10 +45,8 @@ async fn list(State(db): State<Database>) -> Result<Json<Vec<ParkedEvent>>, Prob
     params(("eventId" = Uuid, Path, description = "The parked event's id.")), responses(
     (status = 204, description = "Back in the queue."),
     (status = 400, description = "The id is not a UUID.", body = Problem, content_type = "application/problem+json"),
-    (status = 401, description = "No or a wrong bearer token.", body = Problem, content_type = "application/problem+json"),
-    (status = 403, description = "The admin API is disabled (no `ADMIN_TOKEN`).", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "No parked event with this id.", body = Problem, content_type = "application/problem+json"),
-    (status = "default", response = inline(ProblemResponse)),
+    AdminProblems,
 ))]
 async fn retry(State(db): State<Database>, PathText(raw): PathText) -> Result<StatusCode, Problem> {
     let id = parse_id(&raw)?;
@@ -66,10 +62,8 @@ async fn retry(State(db): State<Database>, PathText(raw): PathText) -> Result<St
     params(("eventId" = Uuid, Path, description = "The parked event's id.")), responses(
     (status = 204, description = "Discarded."),
     (status = 400, description = "The id is not a UUID.", body = Problem, content_type = "application/problem+json"),
-    (status = 401, description = "No or a wrong bearer token.", body = Problem, content_type = "application/problem+json"),
-    (status = 403, description = "The admin API is disabled (no `ADMIN_TOKEN`).", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "No parked event with this id.", body = Problem, content_type = "application/problem+json"),
-    (status = "default", response = inline(ProblemResponse)),
+    AdminProblems,
 ))]
 async fn discard(State(db): State<Database>, PathText(raw): PathText) -> Result<StatusCode, Problem> {
     let id = parse_id(&raw)?;

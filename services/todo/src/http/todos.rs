@@ -9,7 +9,7 @@ use dapr_events::catalog::validate_user_id;
 use dapr_events::{CloudEvent, TodoEventType, TodoStatus, timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use service_kit::openapi::ProblemResponse;
+use service_kit::openapi::PublicProblems;
 use service_kit::pagination::{Page, PageRequest};
 use service_kit::problem::{PathText, Problem};
 use utoipa::IntoParams;
@@ -42,7 +42,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// The headers a create reads.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]
-#[allow(dead_code)]
+#[allow(dead_code)] // only the OpenAPI document reads it
 struct CreateHeaders {
     /// 1 to 255 visible ASCII characters. A retry with the same key and body replays the first
     /// answer (with `Idempotent-Replayed: true`) and creates nothing; the same key with another
@@ -57,7 +57,7 @@ struct CreateHeaders {
 /// The headers a change reads.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]
-#[allow(dead_code)]
+#[allow(dead_code)] // only the OpenAPI document reads it
 struct ChangeHeaders {
     /// `*` or strong entity tags (`"3"`, `"3", "4"`) from an `ETag`: the change applies only
     /// if the todo is at one of those versions, else 412. Weak tags never match.
@@ -72,10 +72,28 @@ struct ChangeHeaders {
     correlation_id: Option<String>,
 }
 
+/// What every change of one todo may answer besides its own answers and [`PublicProblems`].
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // only the OpenAPI document reads it
+enum ChangeProblems {
+    /// The id is not a UUID, or `If-Match` is malformed.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(#[to_schema] Problem),
+    /// No such todo (or it was deleted).
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(#[to_schema] Problem),
+    /// Changed concurrently; retry.
+    #[response(status = 409, content_type = "application/problem+json")]
+    Conflict(#[to_schema] Problem),
+    /// `If-Match` names another version.
+    #[response(status = 412, content_type = "application/problem+json")]
+    PreconditionFailed(#[to_schema] Problem),
+}
+
 /// Create a todo.
 ///
 /// With `Idempotency-Key`, a retry of the same request replays the first response and creates
-/// nothing.
+/// nothing: retry a 503 with the same key.
 #[utoipa::path(post, path = "/todos", tag = TAG, params(CreateHeaders), request_body = CreateTodo, responses(
     (status = 201, description = "Created; `Location` names it.", body = Todo, headers(
         ("ETag" = String, description = "The todo's version, for `If-Match`."),
@@ -92,8 +110,7 @@ struct ChangeHeaders {
     (status = 413, description = "The body is over 64 KiB.", body = Problem, content_type = "application/problem+json"),
     (status = 415, description = "Not `application/json`.", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "Invalid fields (each named in `errors`), or an `Idempotency-Key` reused with another body.", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "Overloaded or the database is unavailable; retry (with the same `Idempotency-Key`).", body = Problem, content_type = "application/problem+json"),
-    (status = "default", response = inline(ProblemResponse)),
+    PublicProblems,
 ))]
 async fn create(
     State(state): State<AppState>,
@@ -138,8 +155,7 @@ struct ListQuery {
         ("TodoEvents" = (operation_id = "events", parameters(("id" = "$response.body#/items/0/id")))),
     )),
     (status = 400, description = "A malformed query parameter, named in `errors`.", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
-    (status = "default", response = inline(ProblemResponse)),
+    PublicProblems,
 ))]
 async fn list(State(state): State<AppState>, ApiQuery(query): ApiQuery<ListQuery>) -> Result<Response> {
     let user_id = query
@@ -159,8 +175,7 @@ async fn list(State(state): State<AppState>, ApiQuery(query): ApiQuery<ListQuery
     (status = 200, description = "The todo.", body = Todo, headers(("ETag" = String, description = "The todo's version, for `If-Match`."))),
     (status = 400, description = "The id is not a UUID.", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "No such todo (or it was deleted).", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
-    (status = "default", response = inline(ProblemResponse)),
+    PublicProblems,
 ))]
 async fn fetch(State(state): State<AppState>, PathText(id): PathText) -> Result<Response> {
     let todo = state.todos.get(parse_id(&id)?).await?;
@@ -213,15 +228,11 @@ impl ChangeTarget {
         ("DeleteTodo" = (operation_id = "remove", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
         ("TodoEvents" = (operation_id = "events", parameters(("id" = "$response.body#/id")))),
     )),
-    (status = 400, description = "The id is not a UUID, or `If-Match` is malformed.", body = Problem, content_type = "application/problem+json"),
-    (status = 404, description = "No such todo (or it was deleted).", body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "Changed concurrently; retry.", body = Problem, content_type = "application/problem+json"),
-    (status = 412, description = "`If-Match` names another version.", body = Problem, content_type = "application/problem+json"),
+    ChangeProblems,
     (status = 413, description = "The body is over 64 KiB.", body = Problem, content_type = "application/problem+json"),
     (status = 415, description = "Not `application/json`.", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "Invalid fields, each named in `errors`.", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
-    (status = "default", response = inline(ProblemResponse)),
+    PublicProblems,
 ))]
 async fn update(
     State(state): State<AppState>,
@@ -251,12 +262,8 @@ async fn update(
         ("CompleteTodo" = (operation_id = "complete", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
         ("DeleteTodo" = (operation_id = "remove", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
     )),
-    (status = 400, description = "The id is not a UUID, or `If-Match` is malformed.", body = Problem, content_type = "application/problem+json"),
-    (status = 404, description = "No such todo (or it was deleted).", body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "Changed concurrently; retry.", body = Problem, content_type = "application/problem+json"),
-    (status = 412, description = "`If-Match` names another version.", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
-    (status = "default", response = inline(ProblemResponse)),
+    ChangeProblems,
+    PublicProblems,
 ))]
 async fn complete(State(state): State<AppState>, target: ChangeTarget) -> Result<Response> {
     target.apply(&state, |todo, now| set_status(todo, now, TodoStatus::Completed)).await
@@ -270,12 +277,8 @@ async fn complete(State(state): State<AppState>, target: ChangeTarget) -> Result
         ("CompleteTodo" = (operation_id = "complete", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
         ("DeleteTodo" = (operation_id = "remove", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))),
     )),
-    (status = 400, description = "The id is not a UUID, or `If-Match` is malformed.", body = Problem, content_type = "application/problem+json"),
-    (status = 404, description = "No such todo (or it was deleted).", body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "Changed concurrently; retry.", body = Problem, content_type = "application/problem+json"),
-    (status = 412, description = "`If-Match` names another version.", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
-    (status = "default", response = inline(ProblemResponse)),
+    ChangeProblems,
+    PublicProblems,
 ))]
 async fn reopen(State(state): State<AppState>, target: ChangeTarget) -> Result<Response> {
     target.apply(&state, |todo, now| set_status(todo, now, TodoStatus::Open)).await
@@ -293,12 +296,8 @@ fn set_status(todo: &Todo, now: DateTime<Utc>, status: TodoStatus) -> Decision {
 /// It is gone from reads and lists; its history (`/todos/{id}/events`) stays.
 #[utoipa::path(delete, path = "/todos/{id}", tag = TAG, params(("id" = Uuid, Path, description = "The todo's id."), ChangeHeaders), responses(
     (status = 204, description = "Deleted."),
-    (status = 400, description = "The id is not a UUID, or `If-Match` is malformed.", body = Problem, content_type = "application/problem+json"),
-    (status = 404, description = "No such todo (or it was deleted).", body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "Changed concurrently; retry.", body = Problem, content_type = "application/problem+json"),
-    (status = 412, description = "`If-Match` names another version.", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
-    (status = "default", response = inline(ProblemResponse)),
+    ChangeProblems,
+    PublicProblems,
 ))]
 async fn remove(State(state): State<AppState>, target: ChangeTarget) -> Result<Response> {
     target.apply(&state, |_, _| Decision::Delete).await
@@ -334,8 +333,7 @@ struct HistoryEntry {
     (status = 200, description = "The todo's events, oldest first.", body = EventHistory),
     (status = 400, description = "The id is not a UUID.", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "No todo ever had this id.", body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = "Overloaded or the database is unavailable.", body = Problem, content_type = "application/problem+json"),
-    (status = "default", response = inline(ProblemResponse)),
+    PublicProblems,
 ))]
 async fn events(State(state): State<AppState>, PathText(id): PathText) -> Result<Response> {
     let id = parse_id(&id)?;
