@@ -85,12 +85,31 @@ impl Consumer {
         let admin = admin
             .merge(dead_letters::admin::routes(dead_letters.clone(), self.publisher.clone()))
             .layer(axum::middleware::from_fn_with_state(admin_token, require_admin_token));
-        shed_load_documented(api, &settings.limits)
+        let mut routes = shed_load_documented(api, &settings.limits)
             .merge(sidecar)
             .merge(admin)
             .merge(metrics::routes(dead_letters, &settings.app_id))
-            .merge(health::routes(self.db.clone()))
+            .merge(health::routes(self.db.clone()));
+        describe_shared_routes(routes.get_openapi_mut());
+        routes
     }
+}
+
+/// The tags and security schemes of the routes every consumer shares, added to the document
+/// the consumer's own `api` router started (its title, description and tags).
+fn describe_shared_routes(document: &mut utoipa::openapi::OpenApi) {
+    use utoipa::Modify;
+    use utoipa::openapi::tag::TagBuilder;
+    let tags = document.tags.get_or_insert_with(Vec::new);
+    for (name, description) in [
+        (deliveries::TAG, "The routes daprd calls: subscriptions and deliveries."),
+        (dead_letters::admin::TAG, "Operators: what could not be delivered (docs/operations.md)."),
+        (health::TAG, "Liveness and readiness probes."),
+        ("operations", "Prometheus metrics."),
+    ] {
+        tags.push(TagBuilder::new().name(name).description(Some(description)).build());
+    }
+    service_kit::openapi::SecuritySchemes.modify(document);
 }
 
 /// A consumer ready to serve.

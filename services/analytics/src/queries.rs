@@ -15,7 +15,7 @@ use dapr_events::catalog::validate_user_id;
 use dapr_events::timestamp;
 use serde::Serialize;
 use service_kit::db::Database;
-use service_kit::openapi::{AdminProblems, PublicProblems, SecuritySchemes};
+use service_kit::openapi::{AdminProblems, PublicProblems};
 use service_kit::problem::{FieldError, PathText, Problem};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -38,12 +38,7 @@ const MAX_DAYS: i64 = 366;
     tags(
         (name = TAG, description = "The figures."),
         (name = ADMIN_TAG, description = "Operators: rebuilding the projection."),
-        (name = "dapr", description = "The routes daprd calls: subscriptions and deliveries."),
-        (name = "dead letters", description = "Operators: what could not be delivered (docs/operations.md)."),
-        (name = "health", description = "Liveness and readiness probes."),
-        (name = "operations", description = "Prometheus metrics."),
     ),
-    modifiers(&SecuritySchemes),
 )]
 struct ApiDoc;
 

@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use dapr_events::catalog::validate_user_id;
 use service_kit::db::Database;
-use service_kit::openapi::{PublicProblems, SecuritySchemes};
+use service_kit::openapi::PublicProblems;
 use service_kit::pagination::{Page, PageRequest};
 use service_kit::problem::{FieldError, PathText, Problem};
 use utoipa::OpenApi;
@@ -23,12 +23,7 @@ use crate::notifications::{self, Notification};
     info(title = "dapr-todo: notification service", description = "In-app notifications of todo events (created, completed), consumed exactly once from Dapr pub/sub. Every error answer is an RFC 9457 problem (application/problem+json)."),
     tags(
         (name = TAG, description = "A user's notifications."),
-        (name = "dapr", description = "The routes daprd calls: subscriptions and deliveries."),
-        (name = "dead letters", description = "Operators: what could not be delivered (docs/operations.md)."),
-        (name = "health", description = "Liveness and readiness probes."),
-        (name = "operations", description = "Prometheus metrics."),
     ),
-    modifiers(&SecuritySchemes),
 )]
 struct ApiDoc;
 
