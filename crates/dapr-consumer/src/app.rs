@@ -13,7 +13,7 @@ use dapr_events::DaprPublisher;
 use dapr_events::schema::EventSchemas;
 use service_kit::db::{Database, Migrations};
 use service_kit::health;
-use service_kit::middleware::shed_load_documented;
+use service_kit::middleware::shed_load;
 use service_kit::openapi::serve_documented;
 use service_kit::startup::{self, StartError};
 use tokio::net::TcpListener;
@@ -85,7 +85,7 @@ impl Consumer {
         let admin = admin
             .merge(dead_letters::admin::routes(dead_letters.clone(), self.publisher.clone()))
             .layer(axum::middleware::from_fn_with_state(admin_token, require_admin_token));
-        let mut routes = shed_load_documented(api, &settings.limits)
+        let mut routes = shed_load(api, &settings.limits)
             .merge(sidecar)
             .merge(admin)
             .merge(metrics::routes(dead_letters, &settings.app_id))

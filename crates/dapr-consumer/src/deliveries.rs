@@ -119,7 +119,7 @@ struct DeliveryAnswer {
         (status = 200, description = "What daprd should do with the delivery.", body = DeliveryAnswer, example = json!({"status": "SUCCESS"})),
         SidecarProblems,
 ))]
-async fn deliver(State(deliveries): State<Deliveries>, PathText(_topic): PathText, body: Bytes) -> Answer {
+async fn deliver(State(deliveries): State<Deliveries>, body: Bytes) -> Answer {
     let refusal = match delivery::read_todo_event(&body, &deliveries.schemas) {
         Err(Poison(reason)) => Refusal::Drop(reason),
         // To its end even if daprd gives up waiting and closes the connection: a unit of work

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use jsonschema::{PatternOptions, Validator};
 use serde_json::Value;
 
-use crate::catalog::{SCHEMA_MAJOR_VERSION, TodoEventType};
+use crate::catalog::TodoEventType;
 
 /// The envelope schema.
 pub const ENVELOPE: &str = include_str!("../../../schemas/events/cloudevent.json");
@@ -70,9 +70,9 @@ impl EventSchemas {
         self.data.get(&(event_type, major)).map(|validator| errors(validator, data))
     }
 
-    /// The major versions this consumer reads.
+    /// Whether this consumer reads `event_type` at `major`: whether [`DATA_SCHEMAS`] has it.
     pub fn reads_major(&self, event_type: TodoEventType, major: u32) -> bool {
-        major == SCHEMA_MAJOR_VERSION && self.data.contains_key(&(event_type, major))
+        self.data.contains_key(&(event_type, major))
     }
 }
 

@@ -78,14 +78,9 @@ pub fn harden(router: Router, limits: &Limits) -> Router {
     telemetry::with_request_spans(router)
 }
 
-/// `routes` shedding load past `limits.max_concurrent_requests` requests in flight.
-pub fn shed_load<S: Clone + Send + Sync + 'static>(routes: Router<S>, limits: &Limits) -> Router<S> {
-    let permits = Arc::new(Semaphore::new(limits.max_concurrent_requests));
-    routes.layer(axum::middleware::from_fn_with_state(permits, admit_or_shed))
-}
-
-/// The same as [`shed_load`], for routes being collected with their OpenAPI operations.
-pub fn shed_load_documented<S: Clone + Send + Sync + 'static>(
+/// `routes` (collected with their OpenAPI operations) shedding load past
+/// `limits.max_concurrent_requests` requests in flight.
+pub fn shed_load<S: Clone + Send + Sync + 'static>(
     routes: utoipa_axum::router::OpenApiRouter<S>,
     limits: &Limits,
 ) -> utoipa_axum::router::OpenApiRouter<S> {

@@ -14,11 +14,6 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::middleware::{self, Limits};
 use crate::problem::Problem;
 
-/// The path of the OpenAPI document.
-pub const DOCUMENT_PATH: &str = "/openapi.json";
-/// The path of the browsable reference.
-pub const REFERENCE_PATH: &str = "/docs";
-
 /// An RFC 9457 problem answer; used inline for every error status of every operation, and as
 /// each operation's `default` answer (what a proxy or an overloaded service may answer).
 #[derive(utoipa::ToResponse)]
@@ -66,11 +61,6 @@ pub enum SidecarProblems {
     Other(#[to_schema] Problem),
 }
 
-/// `router` with `GET /openapi.json` serving `api` and `GET /docs` browsing it.
-pub fn with_docs(router: Router, api: OpenApi) -> Router {
-    router.merge(SwaggerUi::new(REFERENCE_PATH).url(DOCUMENT_PATH, api))
-}
-
 /// The security scheme of the admin routes: `Authorization: Bearer <ADMIN_TOKEN>`.
 pub const ADMIN_TOKEN: &str = "admin_token";
 /// The security scheme of the routes daprd calls: `dapr-api-token: <APP_API_TOKEN>`.
@@ -108,7 +98,8 @@ impl utoipa::Modify for SecuritySchemes {
 /// answers for unknown paths and methods, and the middleware of [`middleware::harden`].
 pub fn serve_documented(routes: OpenApiRouter, limits: &Limits) -> Router {
     let (router, api) = routes.split_for_parts();
-    let router = with_docs(router, api)
+    let router = router
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .fallback(crate::problem::not_found)
         .method_not_allowed_fallback(crate::problem::method_not_allowed);
     middleware::harden(router, limits)

@@ -15,7 +15,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use service_kit::auth::{AdminToken, require_admin_token};
 use service_kit::health;
-use service_kit::middleware::{Limits, shed_load_documented};
+use service_kit::middleware::{Limits, shed_load};
 use service_kit::openapi::{self, SecuritySchemes};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -51,7 +51,7 @@ pub fn routes(state: AppState, limits: &Limits) -> OpenApiRouter {
     let admin = admin::routes(db.clone())
         .layer(axum::middleware::from_fn_with_state(state.admin_token.clone(), require_admin_token));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(shed_load_documented(todos::routes(), limits).with_state(state))
+        .merge(shed_load(todos::routes(), limits).with_state(state))
         .merge(admin)
         .merge(admin::metrics_routes(db.clone()))
         .merge(health::routes(db))
