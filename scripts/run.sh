@@ -10,6 +10,10 @@
 # components/pubsub.yaml (which names localhost:6379, where `dapr init` puts Redis) and the
 # databases under $RUN_DIR/data. With PUBSUB=kafka (`make run-kafka`) the same, with the
 # cluster's Kafka component instead.
+#
+# TRACING=1 (`make run TRACING=1`): Jaeger too (scripts/ensure-jaeger.sh, dapr/jaeger.yaml;
+# its query API on http://127.0.0.1:16686), the services exporting their spans to it
+# (OTEL_EXPORTER_OTLP_ENDPOINT) and every daprd too (dapr/config-tracing.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,7 +47,11 @@ stage() {
   rm -rf "$staged"
   mkdir -p "$staged/dapr" "$staged/components"
   for file in "$@"; do cp "$file" "$staged/components/"; done
-  cp dapr/config.yaml "$staged/dapr/"
+  if [ "${TRACING:-0}" = 1 ]; then
+    cp dapr/config-tracing.yaml "$staged/dapr/config.yaml"
+  else
+    cp dapr/config.yaml "$staged/dapr/"
+  fi
   ln -sfn "$PWD/services" "$staged/services"
   ln -sfn "$PWD/target" "$staged/target"
   run_file="$staged/dapr/dapr.yaml"
@@ -124,7 +132,29 @@ if ! listens 127.0.0.1:50006; then
   fi
 fi
 
+if [ "${TRACING:-0}" = 1 ]; then
+  jaeger="$(scripts/ensure-jaeger.sh)"
+  jaeger_dir="$RUN_DIR/jaeger"
+  mkdir -p "$jaeger_dir"
+  if listens 127.0.0.1:4318; then
+    say "something already takes OTLP on 127.0.0.1:4318: the spans go there"
+  else
+    "$jaeger" --config dapr/jaeger.yaml < /dev/null > "$jaeger_dir/jaeger.log" 2>&1 &
+    jaeger_pid=$!
+    stop_at_exit+=("stop_process $jaeger_pid")
+    for _ in $(seq 1 300); do
+      if listens 127.0.0.1:4318 || ! kill -0 "$jaeger_pid" 2>/dev/null; then break; fi
+      sleep 0.1
+    done
+    listens 127.0.0.1:4318 || { say "Jaeger did not start; the end of $jaeger_dir/jaeger.log:"; tail -n 5 "$jaeger_dir/jaeger.log" >&2; exit 1; }
+  fi
+  # The Dapr CLI hands its environment to the apps it starts.
+  export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318
+  say "tracing: spans to Jaeger; e.g. curl 'http://127.0.0.1:16686/api/traces?service=todo&limit=5'"
+fi
+
 say "$broker_note; todo on http://127.0.0.1:8080, notification on :8081, analytics on :8082"
+say "metrics: http://127.0.0.1:9464/metrics (todo), :9465 (notification), :9466 (analytics)"
 say "admin API token (local only): dev-admin-token; Ctrl-C stops everything"
 say "dapr run -f $run_file ($("$dapr" --version | tr -s ' \n' ' '))"
 # In the background, so this script is there to clean up after it; Ctrl-C reaches the CLI
