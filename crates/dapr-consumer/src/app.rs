@@ -22,9 +22,10 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::{AppToken, require_app_token};
 use crate::dead_letters::{self, DeadLetters};
+use crate::deliveries;
 use crate::handler::EventHandler;
+use crate::metrics::{self, Progress};
 use crate::settings::ConsumerSettings;
-use crate::{deliveries, metrics};
 use service_kit::auth::{AdminToken, require_admin_token};
 
 /// A consumer connected to its database and bound to its port, before its routes exist.
@@ -32,19 +33,30 @@ pub struct Consumer {
     settings: ConsumerSettings,
     db: Database,
     listener: TcpListener,
+    metrics_listener: TcpListener,
     publisher: DaprPublisher,
     schemas: Arc<EventSchemas>,
+    progress: Arc<Progress>,
 }
 
 impl Consumer {
     /// Connects to the database (running `migrations`: [`crate::consumer_migrations!`]) and
-    /// binds `APP_HOST:APP_PORT`.
+    /// binds `APP_HOST:APP_PORT` and `APP_HOST:METRICS_PORT`.
     pub async fn start(settings: &ConsumerSettings, migrations: Migrations) -> Result<Self, StartError> {
         let publisher = settings.publisher()?;
         let schemas = Arc::new(EventSchemas::load().map_err(|e| StartError::Contract(e.to_string()))?);
         let db = Database::connect(&settings.database_url, settings.db_max_connections, migrations).await?;
         let listener = TcpListener::bind(SocketAddr::new(settings.host, settings.port)).await?;
-        Ok(Self { settings: settings.clone(), db, listener, publisher, schemas })
+        let metrics_listener = TcpListener::bind(SocketAddr::new(settings.host, settings.metrics_port)).await?;
+        Ok(Self {
+            settings: settings.clone(),
+            db,
+            listener,
+            metrics_listener,
+            publisher,
+            schemas,
+            progress: Arc::default(),
+        })
     }
 
     pub fn db(&self) -> &Database {
@@ -54,21 +66,24 @@ impl Consumer {
     /// The app serving `routes` (from [`Consumer::routes`]) with `/openapi.json` and `/docs`,
     /// and what `service_kit::middleware::harden` adds (problem answers only, a problem for a
     /// panic, the request timeout, a span per request).
+    /// `/metrics` is served on the metrics port.
     pub fn serve(self, routes: OpenApiRouter) -> ConsumerApp {
+        let refresh = metrics::refresh(DeadLetters::new(self.db.clone()), self.progress.clone());
         ConsumerApp {
             router: serve_documented(routes, &self.settings.limits),
+            metrics_router: service_kit::metrics::router(Some(refresh)),
             name: self.settings.app_id,
             grace: self.settings.shutdown_grace,
             db: self.db,
             listener: self.listener,
+            metrics_listener: self.metrics_listener,
         }
     }
 
     /// Every route of the consumer with its OpenAPI operation: `handler` served to daprd
     /// (behind `APP_API_TOKEN`), the consumer's public `api` routes (load-shed past the
     /// concurrency limit; the document's title and description are `api`'s), its `admin`
-    /// routes and the dead-letter admin API (behind `ADMIN_TOKEN`), `/metrics`, `/healthz` and
-    /// `/readyz`.
+    /// routes and the dead-letter admin API (behind `ADMIN_TOKEN`), `/healthz` and `/readyz`.
     pub fn routes(&self, handler: impl EventHandler, api: OpenApiRouter, admin: OpenApiRouter) -> OpenApiRouter {
         let settings = &self.settings;
         let dead_letters = DeadLetters::new(self.db.clone());
@@ -80,16 +95,14 @@ impl Consumer {
             dead_letters.clone(),
             &settings.pubsub_name,
             &settings.app_id,
+            self.progress.clone(),
         )
         .layer(axum::middleware::from_fn_with_state(app_token, require_app_token));
         let admin = admin
             .merge(dead_letters::admin::routes(dead_letters.clone(), self.publisher.clone()))
             .layer(axum::middleware::from_fn_with_state(admin_token, require_admin_token));
-        let mut routes = shed_load(api, &settings.limits)
-            .merge(sidecar)
-            .merge(admin)
-            .merge(metrics::routes(dead_letters, &settings.app_id))
-            .merge(health::routes(self.db.clone()));
+        let mut routes =
+            shed_load(api, &settings.limits).merge(sidecar).merge(admin).merge(health::routes(self.db.clone()));
         describe_shared_routes(routes.get_openapi_mut());
         routes
     }
@@ -105,7 +118,6 @@ fn describe_shared_routes(document: &mut utoipa::openapi::OpenApi) {
         (deliveries::TAG, "The routes daprd calls: subscriptions and deliveries."),
         (dead_letters::admin::TAG, "Operators: what could not be delivered (docs/operations.md)."),
         (health::TAG, "Liveness and readiness probes."),
-        ("operations", "Prometheus metrics."),
     ] {
         tags.push(TagBuilder::new().name(name).description(Some(description)).build());
     }
@@ -119,6 +131,8 @@ pub struct ConsumerApp {
     db: Database,
     listener: TcpListener,
     router: Router,
+    metrics_listener: TcpListener,
+    metrics_router: Router,
 }
 
 impl ConsumerApp {
@@ -126,12 +140,21 @@ impl ConsumerApp {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
+    /// Where `GET /metrics` is served.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_listener.local_addr().expect("a bound listener has an address")
+    }
+
     /// Serves until `shutdown`; then stops accepting, finishes in-flight requests (deliveries
     /// included, so daprd gets its answer) within the shutdown grace period, and closes the
     /// database.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartError> {
-        tracing::info!(addr = %self.local_addr(), "{} service listening", self.name);
-        startup::serve(self.listener, self.router, shutdown, self.grace).await?;
+        tracing::info!(addr = %self.local_addr(), metrics_addr = %self.metrics_addr(), "{} service listening", self.name);
+        let metrics = startup::serve(self.metrics_listener, self.metrics_router, shutdown.clone(), self.grace);
+        let (served, metrics_served) =
+            tokio::join!(startup::serve(self.listener, self.router, shutdown, self.grace), metrics);
+        served?;
+        metrics_served?;
         startup::close_database(&self.db).await;
         tracing::info!("{} service stopped", self.name);
         Ok(())

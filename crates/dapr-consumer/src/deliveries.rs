@@ -11,27 +11,31 @@
 //! `{"status": …}` (contract §3.4): daprd reads the status only from a 2xx answer.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use dapr_events::TodoEventType;
+use chrono::{DateTime, Utc};
 use dapr_events::delivery::{self, Poison, TodoEvent};
 use dapr_events::schema::EventSchemas;
 use dapr_events::subscription::{self, DeliveryStatus, Subscription};
+use dapr_events::{TodoEventType, timestamp};
 use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::Value;
 use service_kit::db::run_to_completion;
 use service_kit::openapi::SidecarProblems;
 use service_kit::problem::PathText;
+use tracing::Instrument;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::dead_letters::DeadLetters;
 use crate::handler::{EventHandler, Refusal};
+use crate::metrics::{self, Progress};
 
 /// The OpenAPI tag of these routes.
 pub const TAG: &str = "dapr";
@@ -47,6 +51,7 @@ struct Deliveries {
     dead_letters: DeadLetters,
     pubsub_name: Arc<str>,
     app_id: Arc<str>,
+    progress: Arc<Progress>,
 }
 
 /// `GET /dapr/subscribe`, `GET /dapr/config`, `POST /events/{topic}` (to `handler`, each
@@ -58,7 +63,9 @@ pub fn routes<H: EventHandler>(
     dead_letters: DeadLetters,
     pubsub_name: &str,
     app_id: &str,
+    progress: Arc<Progress>,
 ) -> OpenApiRouter {
+    metrics::register(H::TOPICS);
     let handle: Handle = Arc::new(move |event: TodoEvent| {
         let handler = handler.clone();
         Box::pin(async move { handler.handle(&event).await })
@@ -75,6 +82,7 @@ pub fn routes<H: EventHandler>(
             dead_letters,
             pubsub_name: pubsub_name.into(),
             app_id: app_id.into(),
+            progress,
         })
 }
 
@@ -119,28 +127,67 @@ struct DeliveryAnswer {
         (status = 200, description = "What daprd should do with the delivery.", body = DeliveryAnswer, example = json!({"status": "SUCCESS"})),
         SidecarProblems,
 ))]
-async fn deliver(State(deliveries): State<Deliveries>, body: Bytes) -> Answer {
-    let refusal = match delivery::read_todo_event(&body, &deliveries.schemas) {
-        Err(Poison(reason)) => Refusal::Drop(reason),
-        // To its end even if daprd gives up waiting and closes the connection: a unit of work
-        // is never abandoned half-way (see `service_kit::db::run_to_completion`).
-        Ok(event) => match run_to_completion((deliveries.handle)(event)).await {
-            Ok(()) => return Answer(DeliveryStatus::Success),
-            Err(refusal) => refusal,
-        },
+async fn deliver(State(deliveries): State<Deliveries>, PathText(topic): PathText, body: Bytes) -> Answer {
+    let topic = deliveries.known_topic(&topic);
+    let span = process_span(topic);
+    let started = Instant::now();
+    let (status, event_time) = process(&deliveries, &body).instrument(span).await;
+    deliveries.progress.delivered(topic, status, started.elapsed(), event_time);
+    Answer(status)
+}
+
+/// The consumer span of one delivery (OpenTelemetry's messaging conventions): a child of the
+/// request's server span, which continues the `traceparent` daprd sent, so the handler and its
+/// transaction are in the trace of the request that changed the todo.
+fn process_span(topic: &str) -> tracing::Span {
+    tracing::info_span!(
+        "process",
+        otel.name = format!("process {topic}"),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "dapr",
+        messaging.operation.type = "process",
+        messaging.destination.name = topic,
+        messaging.message.id = tracing::field::Empty,
+    )
+}
+
+/// Reads, checks and handles one delivery; its answer, and the event's time when it was read.
+async fn process(deliveries: &Deliveries, body: &[u8]) -> (DeliveryStatus, Option<DateTime<Utc>>) {
+    let (refusal, event_time) = match delivery::read_todo_event(body, &deliveries.schemas) {
+        Err(Poison(reason)) => (Refusal::Drop(reason), None),
+        Ok(event) => {
+            tracing::Span::current().record("messaging.message.id", event.id.as_str());
+            let event_time = event.envelope.get("time").and_then(Value::as_str).and_then(|t| timestamp::parse(t).ok());
+            // To its end even if daprd gives up waiting and closes the connection: a unit of work
+            // is never abandoned half-way (see `service_kit::db::run_to_completion`).
+            match run_to_completion((deliveries.handle)(event).in_current_span()).await {
+                Ok(()) => return (DeliveryStatus::Success, event_time),
+                Err(refusal) => (refusal, event_time),
+            }
+        }
     };
     let (status, reason) = match refusal {
         Refusal::Retry(reason) => (DeliveryStatus::Retry, reason),
         Refusal::Drop(reason) => (DeliveryStatus::Drop, reason),
     };
-    let envelope: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    tracing::Span::current().record("otel.status_code", "ERROR");
+    let envelope: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let text = |name: &str| envelope.get(name).and_then(Value::as_str).map(str::to_owned);
     let (event_id, event_type, correlation_id) = (text("id"), text("type"), text("correlationid"));
     tracing::warn!(?status, event_id, event_type, correlation_id, reason, "delivery not processed");
     if let Some(event_id) = event_id {
         deliveries.dead_letters.note_failure(&event_id, &reason).await;
     }
-    Answer(status)
+    (status, event_time)
+}
+
+impl Deliveries {
+    /// `topic` if it is one of this consumer's, else `unknown`: a metric label must not take
+    /// whatever a caller puts in the path.
+    fn known_topic(&self, topic: &str) -> &'static str {
+        self.topics.iter().map(|t| t.topic()).find(|known| *known == topic).unwrap_or("unknown")
+    }
 }
 
 /// A delivery from a dead-letter topic, stored for an operator (`/admin/dead-letters`).
@@ -156,7 +203,10 @@ async fn deliver(State(deliveries): State<Deliveries>, body: Bytes) -> Answer {
 ))]
 async fn dead_letter(State(deliveries): State<Deliveries>, PathText(topic): PathText, body: Bytes) -> Answer {
     match deliveries.dead_letters.park(&body, &topic).await {
-        Ok(()) => Answer(DeliveryStatus::Success),
+        Ok(()) => {
+            metrics::dead_letter_received(deliveries.known_topic(&topic));
+            Answer(DeliveryStatus::Success)
+        }
         Err(error) => {
             tracing::error!(%error, %topic, "could not store a dead letter; asking daprd to retry");
             Answer(DeliveryStatus::Retry)

@@ -19,7 +19,11 @@ pub async fn mark_processed(conn: &mut AnyConnection, event_id: &str, effect: &s
     .bind(timestamp::format(&Utc::now()))
     .execute(conn)
     .await?;
-    Ok(inserted.rows_affected() == 1)
+    let first_time = inserted.rows_affected() == 1;
+    if !first_time {
+        crate::metrics::duplicate_skipped(effect);
+    }
+    Ok(first_time)
 }
 
 /// Whether `effect` was applied for `event_id`, for an effect that cannot share a transaction

@@ -12,6 +12,9 @@ pub struct ConsumerSettings {
     /// `APP_HOST` (default `0.0.0.0`) and `APP_PORT` (`0` picks a free port).
     pub host: std::net::IpAddr,
     pub port: u16,
+    /// `METRICS_PORT` (`0` picks a free port): `GET /metrics`, on `APP_HOST`, apart from the
+    /// API port an ingress reaches.
+    pub metrics_port: u16,
     /// `APP_ID`: the Dapr app id; names the dead-letter topics.
     pub app_id: String,
     /// `DATABASE_URL`: default `sqlite://{DATA_DIR}/{app id}.db` (`DATA_DIR` default `data`).
@@ -41,12 +44,14 @@ impl ConsumerSettings {
         env: &Env<F>,
         default_app_id: &str,
         default_port: u16,
+        default_metrics_port: u16,
     ) -> Result<Self, ConfigError> {
         let app_id = env.get("APP_ID").unwrap_or_else(|| default_app_id.to_owned());
         let data_dir = std::path::PathBuf::from(env.get("DATA_DIR").unwrap_or_else(|| "data".into()));
         Ok(Self {
             host: env.parse("APP_HOST", std::net::IpAddr::from([0, 0, 0, 0]))?,
             port: env.parse("APP_PORT", default_port)?,
+            metrics_port: env.parse("METRICS_PORT", default_metrics_port)?,
             database_url: env
                 .get("DATABASE_URL")
                 .unwrap_or_else(|| format!("sqlite://{}", data_dir.join(format!("{app_id}.db")).display())),

@@ -14,6 +14,8 @@ use service_kit::testing::TestDb;
 /// with it); stopped gracefully by [`Running::stop`], cancelled when dropped.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where `GET /metrics` is served.
+    pub metrics_addr: SocketAddr,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
     task: Option<JoinHandle<()>>,
@@ -22,13 +24,13 @@ pub struct Running {
 
 impl Running {
     pub fn spawn(app: ConsumerApp, database: TestDb) -> Self {
-        let addr = app.local_addr();
+        let (addr, metrics_addr) = (app.local_addr(), app.metrics_addr());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn({
             let shutdown = shutdown.clone();
             async move { app.run_until_stopped(shutdown).await.expect("the app runs") }
         });
-        Self { addr, http: reqwest::Client::new(), shutdown, task: Some(task), _database: database }
+        Self { addr, metrics_addr, http: reqwest::Client::new(), shutdown, task: Some(task), _database: database }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -47,6 +49,14 @@ impl Running {
         let (status, answer) = self.deliver_raw(&topic, event.to_string(), None).await;
         assert_eq!(status, 200, "daprd reads answers from 2xx only");
         answer.expect("an answer has a status")
+    }
+
+    /// The metrics port's `GET /metrics`, as Prometheus scrapes it.
+    pub async fn scrape(&self) -> String {
+        let response =
+            self.http.get(format!("http://{}/metrics", self.metrics_addr)).send().await.expect("metrics answer");
+        assert_eq!(response.status(), 200, "GET /metrics");
+        response.text().await.expect("a text body")
     }
 
     /// `GET path`: the status and the JSON body (`null` when there is none).
@@ -69,7 +79,7 @@ impl Running {
 /// sets `DAPR_HTTP_ENDPOINT` itself).
 pub fn test_env(name: &str, database: &TestDb) -> Option<String> {
     match name {
-        "APP_PORT" => Some("0".into()),
+        "APP_PORT" | "METRICS_PORT" => Some("0".into()),
         "APP_HOST" => Some("127.0.0.1".into()),
         "DATABASE_URL" => Some(database.url.clone()),
         "DAPR_HTTP_ENDPOINT" => Some("http://127.0.0.1:9".into()),

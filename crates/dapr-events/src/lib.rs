@@ -3,7 +3,7 @@
 //! The services talk to each other only through the Dapr sidecar's HTTP API, so this crate is
 //! the one place that knows what goes over it: the CloudEvents 1.0 envelope ([`cloudevent`])
 //! and its timestamps ([`timestamp`]), the event catalog with its payloads and topics
-//! ([`catalog`]), W3C trace context ([`trace`]), the publish client with its health wait
+//! ([`catalog`]), the publish client with its health wait
 //! ([`publish`]) and the retry schedule for anything that talks to the sidecar ([`backoff`]);
 //! for subscribers, the shapes of subscriptions and delivery answers ([`subscription`]) and the
 //! reading of a delivered event ([`delivery`]). It has no web framework in it: serving those
@@ -20,7 +20,6 @@ pub mod publish;
 pub mod schema;
 pub mod subscription;
 pub mod timestamp;
-pub mod trace;
 
 pub use backoff::Backoff;
 pub use catalog::{TodoEventData, TodoEventType, TodoStatus};

@@ -29,7 +29,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::env::{ConfigError, Env};
 use crate::problem::Problem;
-use crate::telemetry;
+use crate::{metrics, telemetry};
 
 /// The longest request target (path and query) the services read. Their longest legitimate one
 /// (a list with a user, a status, a limit and a cursor) is under 200 bytes.
@@ -67,15 +67,16 @@ impl Default for Limits {
     }
 }
 
-/// `router` with everything the module documentation lists but load shedding, and a span per
-/// request around it all (so a panic's log line carries the request's fields).
+/// `router` with everything the module documentation lists but load shedding, then the
+/// request metrics (so a panic's 500 is counted), and a server span per request around it all
+/// (so a panic's log line carries the request's trace).
 pub fn harden(router: Router, limits: &Limits) -> Router {
     let router = router
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout))
         .layer(axum::middleware::from_fn(problems_only))
         .layer(axum::middleware::from_fn(limit_uri_length))
         .layer(CatchPanicLayer::custom(answer_panic));
-    telemetry::with_request_spans(router)
+    telemetry::with_request_spans(metrics::count_requests(router))
 }
 
 /// `routes` (collected with their OpenAPI operations) shedding load past

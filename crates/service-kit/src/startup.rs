@@ -23,6 +23,9 @@ pub enum StartError {
     /// defect of the build, found before serving anything.
     #[error("the event schemas: {0}")]
     Contract(String),
+    /// The OTLP trace exporter could not be built from the `OTEL_*` variables.
+    #[error("the trace exporter: {0}")]
+    Telemetry(String),
     /// A task the service cannot run without (the todo service's relay) ended before shutdown.
     #[error("{task} stopped unexpectedly: {reason}")]
     TaskStopped { task: &'static str, reason: String },

@@ -10,6 +10,8 @@ use uuid::Uuid;
 
 pub mod daprd;
 pub mod http_contract;
+pub mod jaeger;
+pub mod prometheus;
 pub mod schemathesis;
 
 use crate::db::dialect::Backend;

@@ -5,7 +5,7 @@ use service_kit::env::{ConfigError, Env};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// What every consumer reads (`APP_PORT` default 8082, `APP_ID` default `analytics`, …).
+    /// What every consumer reads (`APP_PORT` default 8082, `METRICS_PORT` 9466, `APP_ID` default `analytics`, …).
     pub consumer: ConsumerSettings,
 }
 
@@ -15,7 +15,7 @@ impl Settings {
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        Ok(Self { consumer: ConsumerSettings::read(&Env::new(lookup), "analytics", 8082)? })
+        Ok(Self { consumer: ConsumerSettings::read(&Env::new(lookup), "analytics", 8082, 9466)? })
     }
 }
 

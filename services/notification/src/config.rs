@@ -7,7 +7,7 @@ use service_kit::env::{ConfigError, Env};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// What every consumer reads (`APP_PORT` default 8081, `APP_ID` default `notification`, …).
+    /// What every consumer reads (`APP_PORT` default 8081, `METRICS_PORT` 9465, `APP_ID` default `notification`, …).
     pub consumer: ConsumerSettings,
     /// `NOTIFY_WEBHOOK_URL`: also POST each notification there; `NOTIFY_WEBHOOK_TIMEOUT_MS`
     /// (default 5000) bounds one call.
@@ -37,7 +37,7 @@ impl Settings {
                 timeout: Duration::from_millis(env.parse("NOTIFY_WEBHOOK_TIMEOUT_MS", 5_000)?),
             }),
         };
-        Ok(Self { consumer: ConsumerSettings::read(&env, "notification", 8081)?, webhook })
+        Ok(Self { consumer: ConsumerSettings::read(&env, "notification", 8081, 9465)?, webhook })
     }
 }
 

@@ -14,6 +14,11 @@
 //! `RELAY_*` and `DB_MAX_CONNECTIONS` pass through to the service, so their effect can be
 //! measured (`RELAY_ENABLED=false` shows what the relay costs the API).
 //!
+//! Telemetry is set up as in the service (`service_kit::telemetry::init`: every request, unit of
+//! work and publish is a span with ids). With `OTEL_EXPORTER_OTLP_ENDPOINT` set the spans are
+//! exported too: `make bench-write TRACING=1` runs it against a Jaeger of its own, for the cost
+//! of export; the last lines give the process's peak RSS either way.
+//!
 //! Load generator, service and stub share the process and the machine, so absolute figures are
 //! a lower bound; the todo/baseline ratio is the figure to compare across changes.
 
@@ -47,6 +52,8 @@ const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres"
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
+    let telemetry = service_kit::telemetry::init("todo", false).context("setting up telemetry")?;
+    println!("spans exported: {}", if telemetry.exporting() { "yes (OTEL_EXPORTER_OTLP_ENDPOINT)" } else { "no" });
     println!(
         "write_throughput: {} requests, {} concurrent workers, {} warm-up requests",
         config.requests, config.concurrency, WARMUP_REQUESTS
@@ -74,7 +81,19 @@ async fn main() -> anyhow::Result<()> {
     }
 
     report.print();
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+    println!("peak RSS of the process (service, load and stub): {}", peak_rss());
     Ok(())
+}
+
+/// `VmHWM` of /proc/self/status: the most resident memory the process has had.
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l["VmHWM:".len()..].trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown (no /proc)".to_owned())
 }
 
 struct Config {
@@ -136,7 +155,7 @@ async fn bench_todo_service(
     let sidecar = StubSidecar::start().await?;
     let settings = todo::config::Settings::from_lookup(|name| match name {
         "APP_HOST" => Some("127.0.0.1".into()),
-        "APP_PORT" => Some("0".into()),
+        "APP_PORT" | "METRICS_PORT" => Some("0".into()),
         "DATABASE_URL" => Some(url.to_owned()),
         "DAPR_HTTP_PORT" => Some(sidecar.addr.port().to_string()),
         _ if name.starts_with("RELAY_") || name == "DB_MAX_CONNECTIONS" => std::env::var(name).ok(),

@@ -15,6 +15,9 @@ pub struct Settings {
     /// `APP_HOST` (default `0.0.0.0`) and `APP_PORT` (default `8080`; `0` picks a free port).
     pub host: IpAddr,
     pub port: u16,
+    /// `METRICS_PORT` (default `9464`; `0` picks a free port): `GET /metrics`, on `APP_HOST`,
+    /// apart from the API port an ingress reaches.
+    pub metrics_port: u16,
     /// `APP_ID` (default `todo`): the Dapr app id, also the CloudEvent `source`.
     pub app_id: String,
     /// `DATABASE_URL`: `postgres://…` or `sqlite://…`; default `sqlite://{DATA_DIR}/todo.db`.
@@ -97,6 +100,7 @@ impl Settings {
         Ok(Self {
             host: env.parse("APP_HOST", IpAddr::from([0, 0, 0, 0]))?,
             port: env.parse("APP_PORT", 8080)?,
+            metrics_port: env.parse("METRICS_PORT", 9464)?,
             app_id: env.get("APP_ID").unwrap_or_else(|| "todo".into()),
             database_url: env
                 .get("DATABASE_URL")
@@ -133,6 +137,7 @@ mod tests {
     fn defaults_apply_with_an_empty_environment() {
         let settings = Settings::from_lookup(|_| None).unwrap();
         assert_eq!(settings.port, 8080);
+        assert_eq!(settings.metrics_port, 9464);
         assert_eq!(settings.dapr.http_endpoint, "http://127.0.0.1:3500");
         assert_eq!(settings.dapr.pubsub_name, "pubsub");
         assert_eq!(settings.database_url, "sqlite://data/todo.db");

@@ -14,15 +14,17 @@
 //!   several relays share the work without double-publishing in steady state.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dapr_events::publish::CLOUDEVENTS_JSON;
 use dapr_events::{Backoff, CloudEvent, DaprPublisher, TodoEventType};
 use futures::StreamExt;
 use serde_json::value::RawValue;
 use service_kit::db::Database;
+use service_kit::trace_context;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config::RelaySettings;
@@ -59,6 +61,10 @@ impl Relay {
         source: String,
         wakeup: Arc<Notify>,
     ) -> Self {
+        // Registered at 0, so `rate()` and `increase()` see every outcome from the first scrape.
+        for outcome in ["published", "failed", "parked"] {
+            metrics::counter!(PUBLISHES, "outcome" => outcome).increment(0);
+        }
         Self { db, publisher, settings, source, owner: Uuid::new_v4().to_string(), wakeup }
     }
 
@@ -127,19 +133,37 @@ impl Relay {
         })
     }
 
-    /// Publishes one event; a failure is recorded right away. Returns the event id and, for a
-    /// failure, the delay before its retry.
+    /// Publishes one event in a producer span of the event's trace; a failure is recorded
+    /// right away. Returns the event id and, for a failure, the delay before its retry.
     async fn publish_one(&self, event: StoredEvent) -> Result<(Uuid, Option<Duration>)> {
+        let span = publish_span(&event);
+        self.publish_in_span(event).instrument(span).await
+    }
+
+    async fn publish_in_span(&self, event: StoredEvent) -> Result<(Uuid, Option<Duration>)> {
         let body = serde_json::to_vec(&cloud_event(&event, &self.source)).expect("a CloudEvent serialises");
         let todo_id = event.todo_id.to_string();
+        // daprd's publish span is this span's child: the header names this span. The envelope
+        // keeps the context the event was written in (see `cloud_event`).
+        let producer = trace_context::current();
+        let started = Instant::now();
         let outcome = self
             .publisher
-            .publish_bytes(&event.topic, CLOUDEVENTS_JSON, body, Some(&todo_id), event.traceparent.as_deref())
+            .publish_bytes(
+                &event.topic,
+                CLOUDEVENTS_JSON,
+                body,
+                Some(&todo_id),
+                producer.as_ref().map(|p| p.traceparent.as_str()),
+            )
             .await;
+        metrics::histogram!(PUBLISH_DURATION).record(started.elapsed());
         let Err(error) = outcome else {
             tracing::debug!(event_id = %event.event_id, topic = %event.topic, "published");
+            metrics::counter!(PUBLISHES, "outcome" => "published").increment(1);
             return Ok((event.event_id, None));
         };
+        tracing::Span::current().record("otel.status_code", "ERROR");
         let attempt = u32::try_from(event.attempts).unwrap_or(u32::MAX);
         let retry_in = Backoff::new(self.settings.retry_initial, self.settings.retry_max).delay(attempt);
         let next_attempt = epoch_millis() + retry_in.as_millis() as i64;
@@ -160,6 +184,7 @@ impl Relay {
         let now = epoch_millis();
         let refused_at = error.is_refusal().then_some(now);
         queue::mark_failed(&self.db, event.event_id, next_attempt, &message, refused_at).await?;
+        let mut outcome = "failed";
         let park_after = self.settings.park_after;
         if refused_at.is_some()
             && queue::park_if_refused_since(
@@ -171,6 +196,7 @@ impl Relay {
             )
             .await?
         {
+            outcome = "parked";
             tracing::error!(
                 event_id = %event.event_id, todo_id = %event.todo_id, topic = %event.topic, reason = %message,
                 "event parked: daprd has refused it for {park_after:?}, and the todo's later events wait behind it; \
@@ -178,8 +204,34 @@ impl Relay {
                 event.event_id
             );
         }
+        metrics::counter!(PUBLISHES, "outcome" => outcome).increment(1);
         Ok((event.event_id, Some(retry_in)))
     }
+}
+
+/// Publishes by outcome: `published`, `failed` (to be retried) or `parked`.
+pub const PUBLISHES: &str = "dapr_todo_relay_publishes_total";
+/// How long daprd took to answer a publish, whatever the answer.
+pub const PUBLISH_DURATION: &str = "dapr_todo_relay_publish_duration_seconds";
+
+/// The producer span of one publish (OpenTelemetry's messaging conventions), a child of the
+/// span that wrote the event, so a todo's trace runs from the request through the publish to
+/// every delivery.
+fn publish_span(event: &StoredEvent) -> tracing::Span {
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = format!("publish {}", event.topic),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "dapr",
+        messaging.operation.type = "send",
+        messaging.destination.name = %event.topic,
+        messaging.message.id = %event.event_id,
+    );
+    if let Some(traceparent) = &event.traceparent {
+        trace_context::continue_from(&span, traceparent, event.tracestate.as_deref());
+    }
+    span
 }
 
 fn epoch_millis() -> i64 {

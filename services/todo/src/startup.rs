@@ -8,6 +8,7 @@ use dapr_events::{DaprPublisher, PublisherConfig};
 use service_kit::auth::AdminToken;
 use service_kit::db::{Database, DbError, Migrations};
 use service_kit::env::ConfigError;
+use service_kit::metrics;
 use service_kit::middleware::Limits;
 use service_kit::startup::{self, StartError};
 use sqlx::migrate::Migrator;
@@ -16,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::http::{self, AppState};
-use crate::outbox::{Outbox, queue};
+use crate::outbox::{self, Outbox, queue};
 use crate::relay::Relay;
 use crate::todos::Todos;
 
@@ -34,6 +35,7 @@ pub struct Application {
     grace: Duration,
     limits: Limits,
     listener: TcpListener,
+    metrics_listener: TcpListener,
     state: AppState,
     relay: Option<Relay>,
 }
@@ -44,6 +46,7 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let db = connect_database(&settings.database_url, settings.db_max_connections).await?;
         let listener = TcpListener::bind(SocketAddr::new(settings.host, settings.port)).await?;
+        let metrics_listener = TcpListener::bind(SocketAddr::new(settings.host, settings.metrics_port)).await?;
         let outbox = Outbox::new();
         let relay = if settings.relay.enabled {
             let config_error = |detail: String| ConfigError { var: "DAPR_HTTP_ENDPOINT", detail };
@@ -67,11 +70,16 @@ impl Application {
             app_id: settings.app_id.into(),
             admin_token: AdminToken(settings.admin_token.as_deref().map(Into::into)),
         };
-        Ok(Self { grace: settings.shutdown_grace, limits: settings.limits, listener, state, relay })
+        Ok(Self { grace: settings.shutdown_grace, limits: settings.limits, listener, metrics_listener, state, relay })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Where `GET /metrics` is served.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_listener.local_addr().expect("a bound listener has an address")
     }
 
     pub fn database(&self) -> &Database {
@@ -83,14 +91,17 @@ impl Application {
     /// grace period. Past it, requests are cut off and the relay is stopped mid-round: its
     /// claimed events are released (best effort) and stay in the outbox for the next start.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartError> {
-        let addr = self.local_addr();
+        let (addr, metrics_addr) = (self.local_addr(), self.metrics_addr());
         let db = self.database().clone();
         let grace = self.grace;
         let mut relay = self.relay.map(|relay| {
             let owner = relay.owner().to_owned();
             (owner, Owned(tokio::spawn(relay.run(shutdown.clone()))))
         });
-        tracing::info!(%addr, "todo service listening");
+        tracing::info!(%addr, %metrics_addr, "todo service listening");
+        let metrics = metrics::router(Some(outbox::metrics::refresh(db.clone())));
+        let _metrics_server =
+            Owned(tokio::spawn(startup::serve(self.metrics_listener, metrics, shutdown.clone(), grace)));
         let mut server = Owned(tokio::spawn(startup::serve(
             self.listener,
             http::router(self.state, &self.limits),

@@ -15,6 +15,8 @@ use serde_json::Value;
 use service_kit::openapi::AdminProblems;
 use service_kit::pagination::{Page, PageRequest};
 use service_kit::problem::{FieldError, PathText, Problem};
+use service_kit::trace_context;
+use tracing::Instrument;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -127,11 +129,29 @@ async fn replay(State(admin): State<Admin>, PathText(raw): PathText) -> Result<J
         ));
     }
     let partition_key = letter.event.get("subject").and_then(Value::as_str);
-    let traceparent = letter.event.get("traceparent").and_then(Value::as_str).filter(|t| !t.is_empty());
     let body = serde_json::to_vec(&letter.event).expect("JSON serialises");
-    if let Err(error) =
+    // The replay is published in the operator's request trace, linked to the event's own trace;
+    // the envelope keeps the event's trace context, so its new delivery joins the original trace.
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = format!("publish {}", letter.topic),
+        otel.kind = "producer",
+        messaging.system = "dapr",
+        messaging.operation.type = "send",
+        messaging.destination.name = %letter.topic,
+        messaging.message.id = %letter.event_id,
+    );
+    if let Some(original) = letter.event.get("traceparent").and_then(Value::as_str) {
+        trace_context::link(&span, original);
+    }
+    let published = async {
+        let producer = trace_context::current();
+        let traceparent = producer.as_ref().map(|p| p.traceparent.as_str());
         admin.publisher.publish_bytes(&letter.topic, CLOUDEVENTS_JSON, body, partition_key, traceparent).await
-    {
+    }
+    .instrument(span)
+    .await;
+    if let Err(error) = published {
         tracing::warn!(%error, %id, "replay failed");
         return Err(Problem::new(StatusCode::BAD_GATEWAY, "replay-failed")
             .detail(format!("The Dapr sidecar did not accept the event: {error}")));

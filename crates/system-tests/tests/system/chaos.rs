@@ -146,10 +146,10 @@ async fn under_crashes_and_a_broker_restart_every_change_is_applied_exactly_once
     let (created, completed) = ground_truth(&system).await;
     let expected = json!({"created": created, "completed": completed});
     let settled = eventually("the system to settle", SETTLE_DEADLINE, || async {
-        let metrics = reqwest::get(format!("{}/metrics", system.todo.url)).await.ok()?.text().await.ok()?;
+        let metrics = reqwest::get(format!("{}/metrics", system.todo.metrics_url)).await.ok()?.text().await.ok()?;
         let figures = system.get(Kind::Analytics, &format!("/analytics/users/{USER}")).await;
         let notified = system.notification_count(USER).await;
-        (metrics.contains("dapr_todo_outbox_pending 0")
+        (metrics.contains("dapr_todo_outbox_pending_events 0")
             && figures["created"] == expected["created"]
             && figures["completed"] == expected["completed"]
             && notified >= created + completed)

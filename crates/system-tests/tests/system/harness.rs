@@ -72,6 +72,8 @@ impl Kind {
 /// One service, in-process, with its daprd.
 pub struct Service {
     pub url: String,
+    /// `http://…` of the metrics port (`GET /metrics`).
+    pub metrics_url: String,
     pub sidecar: Daprd,
     app: (CancellationToken, Option<JoinHandle<()>>),
 }
@@ -88,6 +90,7 @@ impl Service {
         let sidecar_port = free_port();
         let mut env: HashMap<&str, String> = HashMap::from([
             ("APP_PORT", "0".to_owned()),
+            ("METRICS_PORT", "0".to_owned()),
             ("APP_HOST", "127.0.0.1".to_owned()),
             ("APP_ID", kind.app_id().to_owned()),
             ("DATABASE_URL", database_url.to_owned()),
@@ -101,24 +104,24 @@ impl Service {
         env.extend(extra.env.clone());
         let lookup = move |name: &str| env.get(name).cloned();
         let app_shutdown = CancellationToken::new();
-        let (addr, app_task): (SocketAddr, JoinHandle<()>) = match kind {
+        let (addr, metrics_addr, app_task): (SocketAddr, SocketAddr, JoinHandle<()>) = match kind {
             Kind::Todo => {
                 let settings = todo::config::Settings::from_lookup(lookup).unwrap();
                 let app = todo::startup::Application::build(settings).await.unwrap();
-                let addr = app.local_addr();
-                (addr, tokio::spawn(served(app.run_until_stopped(app_shutdown.clone()))))
+                let (addr, metrics_addr) = (app.local_addr(), app.metrics_addr());
+                (addr, metrics_addr, tokio::spawn(served(app.run_until_stopped(app_shutdown.clone()))))
             }
             Kind::Notification => {
                 let settings = notification::config::Settings::from_lookup(lookup).unwrap();
                 let app = notification::startup::build(settings).await.unwrap();
-                let addr = app.local_addr();
-                (addr, tokio::spawn(served(app.run_until_stopped(app_shutdown.clone()))))
+                let (addr, metrics_addr) = (app.local_addr(), app.metrics_addr());
+                (addr, metrics_addr, tokio::spawn(served(app.run_until_stopped(app_shutdown.clone()))))
             }
             Kind::Analytics => {
                 let settings = analytics::config::Settings::from_lookup(lookup).unwrap();
                 let app = analytics::startup::build(settings).await.unwrap();
-                let addr = app.local_addr();
-                (addr, tokio::spawn(served(app.run_until_stopped(app_shutdown.clone()))))
+                let (addr, metrics_addr) = (app.local_addr(), app.metrics_addr());
+                (addr, metrics_addr, tokio::spawn(served(app.run_until_stopped(app_shutdown.clone()))))
             }
         };
         // Healthy once its components are up and it has read the app's subscriptions.
@@ -129,7 +132,12 @@ impl Service {
             ..daprd::Options::new(kind.app_id(), Some(addr.port()), resources)
         })
         .await;
-        Self { url: format!("http://{addr}"), sidecar, app: (app_shutdown, Some(app_task)) }
+        Self {
+            url: format!("http://{addr}"),
+            metrics_url: format!("http://{metrics_addr}"),
+            sidecar,
+            app: (app_shutdown, Some(app_task)),
+        }
     }
 
     /// A crash: the app's task is dropped where it stands (`app_first`) or daprd is killed with

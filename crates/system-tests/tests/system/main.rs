@@ -12,5 +12,7 @@ mod files;
 mod flows;
 #[cfg(feature = "kafka")]
 mod kafka;
+mod monitoring;
 mod outages;
 mod replicas;
+mod traces;

@@ -26,8 +26,8 @@ async fn admin_post(app: &TestApp, path: &str) -> reqwest::Response {
 }
 
 async fn parked_gauge(app: &TestApp) -> String {
-    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    metrics.lines().find(|l| l.starts_with("dapr_todo_dead_letters{")).expect("the gauge").to_owned()
+    let metrics = app.scrape().await;
+    metrics.lines().find(|l| l.starts_with("dapr_todo_dead_letters_parked ")).expect("the gauge").to_owned()
 }
 
 async fn the_admin_api_needs_its_token(backend: Backend) {

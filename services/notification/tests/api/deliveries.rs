@@ -1,6 +1,7 @@
 //! Deliveries and their answers, idempotency, order, the app token, and the notifications API.
 
 use serde_json::{Value, json};
+use service_kit::testing::prometheus::sample;
 use uuid::Uuid;
 
 use crate::helpers::{Backend, Options, notifications, spawn, todo_event};
@@ -12,6 +13,7 @@ on_both_backends!(
     poison_is_dropped_and_other_events_are_ignored,
     the_sidecar_routes_need_the_app_token,
     the_api_validates_its_input,
+    deliveries_are_counted_by_topic_and_answer,
 );
 
 async fn subscribe_names_every_topic_with_a_dead_letter_topic(backend: Backend) {
@@ -148,5 +150,37 @@ async fn the_api_validates_its_input(backend: Backend) {
     assert_eq!(undecodable.json::<Value>().await.unwrap()["errors"][0]["field"], "id");
     assert_eq!(app.http.get(app.url("/nowhere")).send().await.unwrap().status(), 404);
     assert_eq!(app.http.delete(app.url("/notifications")).send().await.unwrap().status(), 405);
+    app.stop().await;
+}
+
+async fn deliveries_are_counted_by_topic_and_answer(backend: Backend) {
+    let app = spawn(backend, Options::default()).await;
+    // Counters are the process's: other tests of this binary add to them, so only growth counts.
+    let deliveries = |metrics: &str, answer: &str| {
+        let labels = [("topic", "todos.task.created"), ("answer", answer)];
+        sample(metrics, "dapr_todo_deliveries_total", &labels).unwrap_or(0.0)
+    };
+    let before = app.scrape().await;
+    let duplicates_before = sample(&before, "dapr_todo_duplicates_skipped_total", &[]).unwrap_or(0.0);
+    let created = todo_event("todos.task.created", Uuid::now_v7(), "ada", "Counted", 1, 1);
+    assert_eq!(app.deliver(&created).await, "SUCCESS");
+    assert_eq!(app.deliver(&created).await, "SUCCESS", "a redelivery");
+    let mut poison = todo_event("todos.task.created", Uuid::now_v7(), "ada", "Counted", 1, 1);
+    poison["data"]["version"] = json!(0);
+    assert_eq!(app.deliver(&poison).await, "DROP");
+
+    let after = app.scrape().await;
+    assert!(deliveries(&after, "SUCCESS") >= deliveries(&before, "SUCCESS") + 2.0, "{after}");
+    assert!(deliveries(&after, "DROP") >= deliveries(&before, "DROP") + 1.0, "{after}");
+    assert!(sample(&after, "dapr_todo_duplicates_skipped_total", &[]).unwrap() >= duplicates_before + 1.0);
+    let took = sample(&after, "dapr_todo_delivery_duration_seconds_count", &[("topic", "todos.task.created")]);
+    assert!(took.unwrap() >= 3.0, "{after}");
+    // The events happened on 2026-11-23 (todo_event): the effects are that far behind now.
+    let lag = sample(&after, "dapr_todo_projection_lag_seconds", &[]).expect("a lag once an event was applied");
+    let event_age = (chrono::Utc::now() - "2026-11-23T10:01:00Z".parse::<chrono::DateTime<chrono::Utc>>().unwrap())
+        .num_seconds() as f64;
+    assert!((lag - event_age).abs() < 120.0, "lag {lag} s, event age {event_age} s");
+    let last = sample(&after, "dapr_todo_last_delivery_timestamp_seconds", &[]).unwrap();
+    assert!((chrono::Utc::now().timestamp() as f64 - last).abs() < 60.0, "last delivery at {last}");
     app.stop().await;
 }

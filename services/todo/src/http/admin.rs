@@ -1,28 +1,22 @@
 //! The operator's routes: parked events (`GET /admin/outbox/parked`,
 //! `POST /admin/outbox/{eventId}/retry`, `POST /admin/outbox/{eventId}/discard`) behind
-//! `ADMIN_TOKEN`, and `GET /metrics`.
+//! `ADMIN_TOKEN`.
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use service_kit::db::Database;
-use service_kit::openapi::{AdminProblems, ProblemResponse};
+use service_kit::openapi::AdminProblems;
 use service_kit::problem::{FieldError, PathText, Problem};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::outbox::parked::{self, ParkedEvent};
-use crate::outbox::queue;
 
 /// The admin routes over `db`; the caller puts them behind the admin token.
 pub fn routes(db: Database) -> OpenApiRouter {
     OpenApiRouter::new().routes(routes!(list)).routes(routes!(retry)).routes(routes!(discard)).with_state(db)
-}
-
-pub fn metrics_routes(db: Database) -> OpenApiRouter {
-    OpenApiRouter::new().routes(routes!(metrics)).with_state(db)
 }
 
 /// The OpenAPI tag of the admin routes.
@@ -72,25 +66,6 @@ async fn discard(State(db): State<Database>, PathText(raw): PathText) -> Result<
     }
     tracing::warn!(event_id = %id, "parked event discarded by an operator; it will never be published");
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Prometheus text exposition: the outbox's depth and its parked events.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
-    (status = 200, description = "`dapr_todo_outbox_pending` and `dapr_todo_outbox_parked`.", body = String, content_type = "text/plain"),
-    (status = "default", response = inline(ProblemResponse)),
-))]
-async fn metrics(State(db): State<Database>) -> Result<Response, Problem> {
-    let pending = queue::pending_count(&db.reader).await?;
-    let parked = parked::count(&db.reader).await?;
-    let body = format!(
-        "# HELP dapr_todo_outbox_pending Events in the outbox not yet published (parked ones included).\n\
-         # TYPE dapr_todo_outbox_pending gauge\n\
-         dapr_todo_outbox_pending {pending}\n\
-         # HELP dapr_todo_outbox_parked Events daprd refused for good, waiting for an operator.\n\
-         # TYPE dapr_todo_outbox_parked gauge\n\
-         dapr_todo_outbox_parked {parked}\n"
-    );
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, Problem> {

@@ -1,11 +1,10 @@
 //! The request headers the todo API reads: the context every event carries (correlation id,
-//! causation id, W3C trace context), `If-Match` (RFC 9110) and `Idempotency-Key`.
+//! causation id), `If-Match` (RFC 9110) and `Idempotency-Key`.
 
 use axum::extract::{FromRequestParts, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header, request::Parts};
 use axum::middleware::Next;
 use axum::response::Response;
-use dapr_events::trace;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -17,8 +16,6 @@ use crate::todos::input::CreateTodo;
 pub static CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static CAUSATION_ID: HeaderName = HeaderName::from_static("x-causation-id");
-static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// Ids longer than this, or with characters outside visible ASCII, are replaced rather than
 /// propagated: they end up in logs, headers and other services' databases.
@@ -28,8 +25,9 @@ const MAX_ID_LEN: usize = 128;
 /// - `correlation_id` from `X-Correlation-Id`, else `X-Request-Id`, else generated; echoed on
 ///   the response;
 /// - `causation_id` from `X-Causation-Id`: the message that caused this request, when a caller
-///   knows it (e.g. a service acting on an event); absent for plain user requests;
-/// - `traceparent` the caller's, or a new trace when it sent none (or a malformed one).
+///   knows it (e.g. a service acting on an event); absent for plain user requests.
+///
+/// The caller's `traceparent` is the request span's parent (`service_kit::telemetry`).
 #[derive(Debug, Clone)]
 pub struct RequestContext(pub EventContext);
 
@@ -42,14 +40,7 @@ impl RequestContext {
             .or_else(|| header(&REQUEST_ID).filter(usable_id))
             .map(str::to_owned)
             .unwrap_or_else(|| Uuid::new_v4().to_string());
-        let traceparent = header(&TRACEPARENT).and_then(trace::parse_traceparent);
-        Self(EventContext {
-            correlation_id,
-            causation_id: header(&CAUSATION_ID).filter(usable_id).map(str::to_owned),
-            // tracestate belongs to the caller's trace; without its traceparent it means nothing.
-            tracestate: traceparent.and(header(&TRACESTATE)).map(str::to_owned),
-            traceparent: traceparent.map(str::to_owned).unwrap_or_else(trace::new_traceparent),
-        })
+        Self(EventContext { correlation_id, causation_id: header(&CAUSATION_ID).filter(usable_id).map(str::to_owned) })
     }
 }
 
@@ -173,17 +164,5 @@ mod tests {
         let too_long = "x".repeat(MAX_ID_LEN + 1);
         let generated = RequestContext::from_headers(&headers(&[("x-correlation-id", &too_long)]));
         assert!(Uuid::parse_str(&generated.0.correlation_id).is_ok());
-    }
-
-    #[test]
-    fn keeps_a_valid_traceparent_and_replaces_a_broken_one() {
-        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let kept = RequestContext::from_headers(&headers(&[("traceparent", tp), ("tracestate", "k=v")]));
-        assert_eq!(kept.0.traceparent, tp);
-        assert_eq!(kept.0.tracestate.as_deref(), Some("k=v"));
-        let replaced = RequestContext::from_headers(&headers(&[("traceparent", "nope"), ("tracestate", "k=v")]));
-        assert_ne!(replaced.0.traceparent, "nope");
-        assert!(trace::parse_traceparent(&replaced.0.traceparent).is_some());
-        assert_eq!(replaced.0.tracestate, None);
     }
 }

@@ -38,14 +38,14 @@ pub struct AppState {
         (name = todos::TAG, description = "The todos, and the events each change emitted."),
         (name = admin::TAG, description = "Operators: events daprd refused for good (docs/operations.md)."),
         (name = health::TAG, description = "Liveness and readiness probes."),
-        (name = "operations", description = "Prometheus metrics."),
     ),
     modifiers(&SecuritySchemes),
 )]
 struct ApiDoc;
 
 /// Every route of the service with its OpenAPI operation: the todo API (load-shed past
-/// `limits`), the admin API behind the admin token, `/metrics`, `/healthz` and `/readyz`.
+/// `limits`), the admin API behind the admin token, `/healthz` and `/readyz`. (`/metrics` is
+/// on the metrics port: `service_kit::metrics`.)
 pub fn routes(state: AppState, limits: &Limits) -> OpenApiRouter {
     let db = state.todos.database().clone();
     let admin = admin::routes(db.clone())
@@ -53,7 +53,6 @@ pub fn routes(state: AppState, limits: &Limits) -> OpenApiRouter {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(shed_load(todos::routes(), limits).with_state(state))
         .merge(admin)
-        .merge(admin::metrics_routes(db.clone()))
         .merge(health::routes(db))
 }
 

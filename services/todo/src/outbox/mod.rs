@@ -6,6 +6,7 @@
 //! claim reads, so a long history costs it nothing (see the migration for why it is a table of
 //! its own).
 
+pub mod metrics;
 pub mod parked;
 pub mod queue;
 
@@ -14,21 +15,20 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use dapr_events::{TodoEventData, TodoEventType, timestamp};
 use service_kit::db::column;
+use service_kit::trace_context;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, AnyPool, Row};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-/// What an event carries besides its data: the business transaction it belongs to, what
-/// caused it, and the W3C trace it continues. Whoever asks for a change fills it in (the HTTP
-/// layer from the request's headers).
+/// What an event carries besides its data: the business transaction it belongs to and what
+/// caused it. Whoever asks for a change fills it in (the HTTP layer from the request's
+/// headers). Its W3C trace context is the span that appends it ([`UnitOfWork::append`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventContext {
     pub correlation_id: String,
     /// The message (command or event) that caused this change, when the caller knows it.
     pub causation_id: Option<String>,
-    pub traceparent: String,
-    pub tracestate: Option<String>,
 }
 
 /// The outbox of one service instance: starts units of work, and tells the relay when one of
@@ -65,7 +65,9 @@ pub struct UnitOfWork {
 }
 
 impl UnitOfWork {
-    /// Appends the event of this unit's change and queues it for the relay.
+    /// Appends the event of this unit's change and queues it for the relay. The event carries
+    /// the current span's trace context (the unit of work's span, inside the request's), so the
+    /// relay's publish and every delivery of the event join that trace.
     pub async fn append(
         &mut self,
         event_type: TodoEventType,
@@ -74,6 +76,7 @@ impl UnitOfWork {
         created_at: DateTime<Utc>,
     ) -> Result<Uuid, sqlx::Error> {
         let event_id = Uuid::now_v7();
+        let trace = trace_context::current();
         sqlx::query(
             "INSERT INTO outbox_events (event_id, todo_id, seq, event_type, topic, payload, created_at, \
              traceparent, tracestate, correlation_id, causation_id) \
@@ -86,8 +89,8 @@ impl UnitOfWork {
         .bind(event_type.topic())
         .bind(serde_json::to_string(data).expect("event data serialises"))
         .bind(timestamp::format(&created_at))
-        .bind(&context.traceparent)
-        .bind(context.tracestate.as_deref())
+        .bind(trace.as_ref().map(|t| t.traceparent.as_str()))
+        .bind(trace.as_ref().and_then(|t| t.tracestate.as_deref()))
         .bind(&context.correlation_id)
         .bind(context.causation_id.as_deref())
         .execute(&mut *self.tx)

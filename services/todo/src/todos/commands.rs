@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use dapr_events::TodoEventType;
 use service_kit::db::run_to_completion;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::Todos;
@@ -79,7 +80,11 @@ impl Todos {
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<Created, TodoError> {
         let (todos, context, idempotency) = (self.clone(), context.clone(), idempotency.cloned());
-        run_to_completion(async move { todos.create_now(input, &context, idempotency.as_ref()).await }).await
+        let transaction = transaction_span("create todo");
+        run_to_completion(
+            async move { todos.create_now(input, &context, idempotency.as_ref()).await }.instrument(transaction),
+        )
+        .await
     }
 
     async fn create_now(
@@ -138,7 +143,11 @@ impl Todos {
         decide: impl Fn(&Todo, DateTime<Utc>) -> Decision + Send + 'static,
     ) -> Result<Outcome, TodoError> {
         let todos = self.clone();
-        run_to_completion(async move { todos.change_now(id, precondition.as_ref(), &context, decide).await }).await
+        let transaction = transaction_span("change todo");
+        run_to_completion(
+            async move { todos.change_now(id, precondition.as_ref(), &context, decide).await }.instrument(transaction),
+        )
+        .await
     }
 
     async fn change_now(
@@ -188,6 +197,12 @@ impl Todos {
         }
         Err(TodoError::Conflict)
     }
+}
+
+/// The span of one unit of work, a child of the request's: the event it appends carries this
+/// span's trace context (`crate::outbox::UnitOfWork::append`).
+fn transaction_span(name: &'static str) -> tracing::Span {
+    tracing::info_span!("transaction", otel.name = name)
 }
 
 fn replay(stored: StoredResponse, idempotency: &IdempotencyKey) -> Result<Created, TodoError> {

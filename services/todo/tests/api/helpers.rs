@@ -222,6 +222,8 @@ async fn publish(
 /// The todo app running in-process against a test database and a stand-in sidecar.
 pub struct TestApp {
     pub address: String,
+    /// `http://…` of the metrics port.
+    pub metrics_address: String,
     pub http: reqwest::Client,
     pub db: Database,
     pub test_db: Arc<TestDb>,
@@ -239,6 +241,7 @@ fn init_test_logging() {
     let _ = tracing_subscriber::registry()
         .with(tracing_subscriber::fmt::layer().with_test_writer().with_filter(filter))
         .with(TransactionWarnings)
+        .with(service_kit::telemetry::layer_without_export())
         .try_init();
 }
 
@@ -275,6 +278,7 @@ pub fn test_settings(db_url: &str, sidecar_port: u16, overrides: &[(&str, &str)]
     let mut env: HashMap<String, String> = [
         ("APP_HOST", "127.0.0.1"),
         ("APP_PORT", "0"),
+        ("METRICS_PORT", "0"),
         ("APP_ID", "todo"),
         ("RELAY_POLL_INTERVAL_MS", "100"),
         ("RELAY_RETRY_INITIAL_MS", "20"),
@@ -307,10 +311,18 @@ impl TestApp {
         let settings = test_settings(&test_db.url, sidecar.port(), overrides);
         let app = Application::build(settings).await.expect("build the app");
         let address = format!("http://{}", app.local_addr());
+        let metrics_address = format!("http://{}", app.metrics_addr());
         let db = app.database().clone();
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        Self { address, http: reqwest::Client::new(), db, test_db, shutdown, server: Some(server) }
+        Self { address, metrics_address, http: reqwest::Client::new(), db, test_db, shutdown, server: Some(server) }
+    }
+
+    /// The metrics port's `GET /metrics`, as Prometheus scrapes it.
+    pub async fn scrape(&self) -> String {
+        let response = self.http.get(format!("{}/metrics", self.metrics_address)).send().await.expect("metrics answer");
+        assert_eq!(response.status(), 200, "GET /metrics");
+        response.text().await.expect("a text body")
     }
 
     pub fn url(&self, path: &str) -> String {

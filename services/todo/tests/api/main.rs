@@ -8,6 +8,7 @@ pub(crate) use service_kit::on_both_backends;
 mod disconnects;
 mod events_schema;
 mod hardening;
+mod metrics;
 mod openapi;
 mod outbox;
 mod parked;

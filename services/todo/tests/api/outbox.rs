@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 use service_kit::db::dialect::Backend as DbBackend;
+use service_kit::trace_context::span_context;
 use sqlx::Row;
 
 use crate::helpers::{Backend, DEADLINE, SendJson, TestApp, eventually};
@@ -69,25 +70,21 @@ async fn every_change_writes_one_event_row_with_its_context(backend: Backend) {
 
     let first = &rows[0];
     assert_eq!(first.get::<String, _>("correlation_id"), "corr-1");
-    assert_eq!(first.get::<Option<String>, _>("traceparent").as_deref(), Some(traceparent));
+    // The row carries the span that wrote it: in the caller's trace, a span of ours.
+    let written = span_context(&first.get::<Option<String>, _>("traceparent").unwrap()).expect("a valid traceparent");
+    assert_eq!(written.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736", "the caller's trace");
+    assert_ne!(written.span_id().to_string(), "00f067aa0ba902b7", "our own span, not the caller's");
     assert_eq!(first.get::<Option<String>, _>("causation_id"), None);
     let second = &rows[1];
     assert_eq!(second.get::<String, _>("correlation_id"), "req-2");
     assert_eq!(second.get::<Option<String>, _>("causation_id").as_deref(), Some("evt-cause"));
     let generated = rows[2].get::<String, _>("correlation_id");
     assert!(uuid::Uuid::parse_str(&generated).is_ok(), "a correlation id is generated when none is sent");
-    assert!(
-        todo_events_trace::is_valid(&rows[2].get::<Option<String>, _>("traceparent").unwrap()),
-        "a trace is started when none is sent"
-    );
+    let started = span_context(&rows[2].get::<Option<String>, _>("traceparent").unwrap())
+        .expect("a trace is started when none is sent");
+    assert_ne!(started.trace_id(), written.trace_id());
     let ids: std::collections::HashSet<String> = rows.iter().map(|r| r.get::<String, _>("event_id")).collect();
     assert_eq!(ids.len(), 5);
-}
-
-mod todo_events_trace {
-    pub fn is_valid(traceparent: &str) -> bool {
-        dapr_events::trace::parse_traceparent(traceparent).is_some()
-    }
 }
 
 /// Makes every insert of an event of `event_type` fail inside the database, after the todo row

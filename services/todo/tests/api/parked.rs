@@ -57,9 +57,11 @@ async fn a_refused_event_is_parked_and_its_todo_waits_until_an_operator_retries_
     assert_eq!(parked_now[0]["sequence"], 1);
     assert_eq!(parked_now[0]["waitingBehind"], 1, "the completion waits behind the creation");
     assert!(parked_now[0]["reason"].as_str().unwrap().contains("403"), "{parked_now:?}");
-    let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains("dapr_todo_outbox_parked 1"), "{metrics}");
-    assert!(metrics.contains("dapr_todo_outbox_pending 2"), "{metrics}");
+    let metrics = app.scrape().await;
+    assert!(metrics.contains("dapr_todo_outbox_parked_events 1"), "{metrics}");
+    // The completion waits behind the parked creation; the parked one is not pending.
+    assert!(metrics.contains("dapr_todo_outbox_pending_events 1"), "{metrics}");
+    assert!(metrics.contains("dapr_todo_relay_publishes_total{outcome=\"parked\"} "), "{metrics}");
     // Other todos flow; the parked todo's later event was never even tried.
     sidecar.wait_for_accepted(1).await;
     assert_eq!(sidecar.accepted()[0].todo_id(), other["id"].as_str().unwrap());

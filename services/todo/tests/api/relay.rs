@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
+use service_kit::trace_context::span_context;
 use sqlx::Row;
 
 use crate::helpers::{Backend, DEADLINE, FakeSidecar, Recorded, SendJson, TestApp, TestDb, eventually};
@@ -69,7 +70,12 @@ async fn publishes_each_event_with_daprs_request_shape(backend: Backend) {
     assert_eq!(request.query.as_deref(), Some(format!("metadata.partitionKey={id}").as_str()));
     assert_eq!(request.headers["content-type"], "application/cloudevents+json");
     assert_eq!(request.headers["dapr-api-token"], "s3cret");
-    assert_eq!(request.headers["traceparent"], traceparent);
+    // The publish is a span of the caller's trace (the relay's producer span), and so is the
+    // envelope's context (the span that wrote the event): daprd's spans join that trace.
+    let caller = span_context(traceparent).unwrap();
+    let producer = span_context(request.headers["traceparent"].to_str().unwrap()).expect("a valid traceparent header");
+    assert_eq!(producer.trace_id(), caller.trace_id());
+    assert_ne!(producer.span_id(), caller.span_id());
 
     let history: Value = app.get(&format!("/todos/{id}/events")).await.json().await.unwrap();
     let stored = &history["events"][0];
@@ -82,8 +88,10 @@ async fn publishes_each_event_with_daprs_request_shape(backend: Backend) {
     assert_eq!(body["datacontenttype"], "application/json");
     assert_eq!(body["dataschema"], "https://dapr-todo.example/schemas/events/todos.task.created/v1.json");
     assert_eq!(body["correlationid"], "corr-shape");
-    assert_eq!(body["traceparent"], traceparent);
-    assert_eq!(body["traceid"], traceparent, "traceid keeps daprd from replacing traceparent");
+    let written = span_context(body["traceparent"].as_str().unwrap()).expect("a valid traceparent attribute");
+    assert_eq!(written.trace_id(), caller.trace_id());
+    assert_ne!(written.span_id(), producer.span_id(), "the event was written before it was published");
+    assert_eq!(body["traceid"], body["traceparent"], "traceid keeps daprd from replacing traceparent");
     assert_eq!(body["tracestate"], "vendor=1");
     assert!(body.get("causationid").is_none());
     assert_eq!(body["data"]["todoId"], id);
@@ -313,6 +321,7 @@ fn spawn_binary(database_url: &str, sidecar_port: u16) -> (Child, String) {
         .env_clear()
         .env("APP_HOST", "127.0.0.1")
         .env("APP_PORT", "0")
+        .env("METRICS_PORT", "0")
         .env("DATABASE_URL", database_url)
         .env("DAPR_HTTP_PORT", sidecar_port.to_string())
         .env("RELAY_RETRY_INITIAL_MS", "20")

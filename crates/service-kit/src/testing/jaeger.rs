@@ -1,0 +1,243 @@
+//! A real trace backend for the tests: Jaeger v2 (an OpenTelemetry Collector distribution,
+//! built from the Go module proxy by scripts/ensure-jaeger.sh) with in-memory storage, on
+//! ports of its own (dapr/jaeger.yaml), killed when dropped. Spans go in over OTLP/HTTP and
+//! come out of Jaeger's query API.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::daprd::{free_port, repository};
+use super::{DEADLINE, TempDir};
+
+/// The jaeger binary: `$JAEGER` (what `make test` sets), else what scripts/ensure-jaeger.sh
+/// builds or finds.
+pub fn binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        if let Some(path) = std::env::var_os("JAEGER").filter(|p| !p.is_empty()) {
+            return PathBuf::from(path);
+        }
+        let script = repository().join("scripts/ensure-jaeger.sh");
+        let output = std::process::Command::new(&script)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("{} runs: {e}", script.display()));
+        assert!(output.status.success(), "{} failed: the trace tests need Jaeger", script.display());
+        let stdout = String::from_utf8(output.stdout).expect("a path");
+        PathBuf::from(stdout.lines().last().expect("ensure-jaeger.sh prints jaeger's path").trim())
+    })
+}
+
+/// A running Jaeger.
+pub struct Jaeger {
+    /// `http://127.0.0.1:<port>`: what `OTEL_EXPORTER_OTLP_ENDPOINT` names.
+    pub otlp_endpoint: String,
+    /// `127.0.0.1:<port>`: what a Dapr Configuration's `tracing.otel.endpointAddress` names.
+    pub otlp_address: String,
+    query_url: String,
+    http: reqwest::Client,
+    child: tokio::process::Child,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Jaeger {
+    /// Starts Jaeger and waits until its OTLP receiver takes spans (it starts after the query
+    /// API, so both answer then).
+    pub async fn start() -> Self {
+        let dir = TempDir::new();
+        let log = dir.path.join("jaeger.log");
+        let (otlp_http, otlp_grpc, query) = (free_port(), free_port(), free_port());
+        let file = std::fs::File::create(&log).expect("jaeger's log file");
+        let child = tokio::process::Command::new(binary())
+            .arg("--config")
+            .arg(repository().join("dapr/jaeger.yaml"))
+            .env("JAEGER_OTLP_HTTP_PORT", otlp_http.to_string())
+            .env("JAEGER_OTLP_GRPC_PORT", otlp_grpc.to_string())
+            .env("JAEGER_QUERY_PORT", query.to_string())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary().display()));
+        let mut jaeger = Self {
+            otlp_endpoint: format!("http://127.0.0.1:{otlp_http}"),
+            otlp_address: format!("127.0.0.1:{otlp_http}"),
+            query_url: format!("http://127.0.0.1:{query}"),
+            http: reqwest::Client::new(),
+            child,
+            log,
+            _dir: dir,
+        };
+        let ready = jaeger.wait_until_ready().await;
+        if !ready {
+            panic!("jaeger did not start:\n{}", std::fs::read_to_string(&jaeger.log).unwrap_or_default());
+        }
+        jaeger
+    }
+
+    async fn wait_until_ready(&mut self) -> bool {
+        let started = tokio::time::Instant::now();
+        while started.elapsed() < DEADLINE {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
+            let empty = self
+                .http
+                .post(format!("{}/v1/traces", self.otlp_endpoint))
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await;
+            if empty.is_ok_and(|r| r.status().is_success()) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    /// A Dapr Configuration (written to `dir`) that samples every trace and exports daprd's
+    /// spans here, as dapr/config.yaml does in a local run with tracing.
+    pub fn dapr_configuration(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("tracing-config.yaml");
+        let yaml = format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: tracing\nspec:\n  tracing:\n    \
+             samplingRate: \"1\"\n    otel:\n      endpointAddress: \"{}\"\n      isSecure: false\n      protocol: http\n",
+            self.otlp_address
+        );
+        std::fs::write(&path, yaml).expect("write the Configuration");
+        path
+    }
+
+    /// The spans of `trace_id` Jaeger holds so far (none when it knows no such trace).
+    pub async fn trace(&self, trace_id: &str) -> Vec<Span> {
+        let response = self.http.get(format!("{}/api/traces/{trace_id}", self.query_url)).send().await;
+        let Ok(response) = response.and_then(|r| r.error_for_status()) else { return Vec::new() };
+        let Ok(found) = response.json::<Found>().await else { return Vec::new() };
+        found
+            .data
+            .into_iter()
+            .flat_map(|trace| {
+                let processes = trace.processes;
+                trace.spans.into_iter().map(move |span| {
+                    let process = processes.get(&span.process_id);
+                    let service = process.map(|p| p.service_name.clone()).unwrap_or_default();
+                    let language = process
+                        .and_then(|p| p.tags.iter().find(|t| t.key == "telemetry.sdk.language"))
+                        .and_then(|t| t.value.as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    let tag = |key: &str| {
+                        span.tags.iter().find(|t| t.key == key).and_then(|t| t.value.as_str().map(str::to_owned))
+                    };
+                    Span {
+                        service,
+                        language,
+                        kind: tag("span.kind").unwrap_or_else(|| "internal".to_owned()),
+                        parent: span.references.iter().find(|r| r.ref_type == "CHILD_OF").map(|r| r.span_id.clone()),
+                        links: span
+                            .references
+                            .iter()
+                            .filter(|r| r.ref_type == "FOLLOWS_FROM")
+                            .map(|r| r.span_id.clone())
+                            .collect(),
+                        name: span.operation_name,
+                        span_id: span.span_id,
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Polls until `complete` holds of the trace's spans (exporters batch: spans arrive in
+    /// pieces, daprd's every few seconds), and returns them; fails the test with what arrived
+    /// after `deadline`.
+    pub async fn wait_for_trace(
+        &self,
+        trace_id: &str,
+        deadline: Duration,
+        complete: impl Fn(&[Span]) -> bool,
+    ) -> Vec<Span> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let spans = self.trace(trace_id).await;
+            if complete(&spans) {
+                return spans;
+            }
+            assert!(started.elapsed() < deadline, "trace {trace_id} incomplete after {deadline:?}: {spans:#?}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// One span as the test reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    pub service: String,
+    /// The SDK's language (`telemetry.sdk.language`): `rust` for the services; daprd, which
+    /// reports under its app id as well, sends none.
+    pub language: String,
+    pub name: String,
+    /// `server`, `client`, `producer`, `consumer` or `internal`.
+    pub kind: String,
+    pub span_id: String,
+    /// The parent's span id; `None` for the trace's root.
+    pub parent: Option<String>,
+    /// Span ids this span links to.
+    pub links: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Found {
+    #[serde(default)]
+    data: Vec<JaegerTrace>,
+}
+
+#[derive(Deserialize)]
+struct JaegerTrace {
+    spans: Vec<JaegerSpan>,
+    processes: HashMap<String, Process>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JaegerSpan {
+    #[serde(rename = "spanID")]
+    span_id: String,
+    operation_name: String,
+    #[serde(default)]
+    references: Vec<Reference>,
+    #[serde(default)]
+    tags: Vec<Tag>,
+    #[serde(rename = "processID")]
+    process_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Reference {
+    ref_type: String,
+    #[serde(rename = "spanID")]
+    span_id: String,
+}
+
+#[derive(Deserialize)]
+struct Tag {
+    key: String,
+    value: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Process {
+    service_name: String,
+    #[serde(default)]
+    tags: Vec<Tag>,
+}
