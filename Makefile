@@ -13,13 +13,14 @@ IMAGE_TAG ?= 0.1.0
 .PHONY: help build images run run-kafka test test-kafka chaos fuzz test-unit validate-k8s bench-write bench-relay lint fmt clean ensure-rust
 
 help:
-	@echo "make run          build and start todo, notification and analytics under dapr run -f dapr/dapr.yaml (Redis)"
+	@echo "make run          build and start todo, notification and analytics under dapr run -f dapr/dapr.yaml (Redis); TRACING=1 adds Jaeger"
 	@echo "make run-kafka    the same on the cluster's Kafka component, against a local Apache Kafka"
-	@echo "make test         every test: unit, integration and property-based API tests (schemathesis; SQLite and PostgreSQL), Dapr contract and end to end under daprd on Redis, k8s validation"
+	@echo "make test         every test: unit, integration and property-based API tests (schemathesis; SQLite and PostgreSQL), Dapr contract and end to end under daprd on Redis, k8s validation and the alert rules' promtool tests"
+	@echo "make validate-k8s the k8s part alone: both overlays against their schemas and invariants, the alert rules checked and unit-tested with promtool (scripts/validate-k8s.sh)"
 	@echo "make test-kafka   the Kafka contract tests and the whole system end to end on Apache Kafka"
 	@echo "make fuzz         every fuzz target (fuzz/, cargo-fuzz) for FUZZ_SECONDS each (default 60)"
 	@echo "make chaos        crashes every app and daprd at random under load, restarts the broker, checks nothing was lost or doubled (CHAOS_SECONDS, CHAOS_SEED)"
-	@echo "make bench-write  POST /todos throughput and latency vs a bare insert (release)"
+	@echo "make bench-write  POST /todos throughput and latency vs a bare insert (release); TRACING=1 exports the spans to Jaeger"
 	@echo "make bench-relay  outbox claim latency with a million published rows (release)"
 	@echo "make images       container images of the three services ($(IMAGE_REPO)/<service>:$(IMAGE_TAG))"
 	@echo "make lint         rustfmt check, clippy with warnings as errors, and no unused dependency (cargo-machete)"
@@ -39,8 +40,10 @@ images:
 # `dapr run -f dapr/dapr.yaml` with the Dapr CLI and daprd of scripts/ensure-dapr.sh (built once
 # from the Go module proxy when no Dapr of the pinned release is installed), over the Redis
 # scripts/ensure-redis.sh finds or starts; SQLite databases under $(RUN_DIR)/data.
+# TRACING=1: Jaeger as well, every service and daprd exporting its spans to it.
+TRACING ?= 0
 run: build
-	RUN_DIR=$(RUN_DIR) scripts/run.sh
+	RUN_DIR=$(RUN_DIR) TRACING=$(TRACING) scripts/run.sh
 
 # The same system on the cluster's Kafka component, against an Apache Kafka set up like the
 # cluster's (SCRAM, the KafkaTopics; scripts/ensure-kafka.sh), its data under $(RUN_DIR)/kafka.
@@ -54,13 +57,16 @@ run-kafka: build
 # daprd processes, and uses stream and group names (or, end to end, a redis-server) of its own.
 test: ensure-rust
 	@pg=$$(scripts/ensure-postgres.sh); redis=$$(NEED_REDIS_SERVER=1 scripts/ensure-redis.sh); daprd=$$(scripts/ensure-dapr.sh --daprd); \
-	schemathesis=$$(scripts/ensure-schemathesis.sh); \
-	echo "PostgreSQL for tests: $$pg; Redis for tests: $$redis; daprd: $$daprd; schemathesis: $$schemathesis"; \
-	TEST_POSTGRES_URL=$$pg TEST_REDIS_HOST=$$redis DAPRD=$$daprd SCHEMATHESIS=$$schemathesis \
+	schemathesis=$$(scripts/ensure-schemathesis.sh); jaeger=$$(scripts/ensure-jaeger.sh); \
+	echo "PostgreSQL for tests: $$pg; Redis for tests: $$redis; daprd: $$daprd; schemathesis: $$schemathesis; jaeger: $$jaeger"; \
+	TEST_POSTGRES_URL=$$pg TEST_REDIS_HOST=$$redis DAPRD=$$daprd SCHEMATHESIS=$$schemathesis JAEGER=$$jaeger \
 	  $(CARGO) test --workspace --locked --no-fail-fast
 	$(CARGO) build --workspace --benches --locked
 	scripts/validate-k8s.sh
 
+# Renders the overlays and validates them offline (schemas, invariants), then checks the alert
+# rules of k8s/base/monitoring with promtool (built once by scripts/ensure-promtool.sh):
+# `promtool check rules`, `promtool test rules` of tests/alerts.test.yaml, the dashboard's PromQL.
 validate-k8s:
 	scripts/validate-k8s.sh
 
@@ -77,7 +83,8 @@ test-kafka: ensure-rust
 	echo "Kafka for tests: $$brokers; PostgreSQL for tests: $$pg; daprd: $$daprd"; \
 	TEST_KAFKA_BROKERS=$$brokers TEST_KAFKA_USER=dapr-todo TEST_KAFKA_PASSWORD=dapr-todo-local DAPRD=$$daprd \
 	  $(CARGO) test --locked -p dapr-contract --features kafka --test contract kafka::; \
-	TEST_PUBSUB=kafka TEST_POSTGRES_URL=$$pg DAPRD=$$daprd $(CARGO) test --locked -p system-tests --features kafka
+	$(CARGO) build --locked --bins; \
+	TEST_PUBSUB=kafka TEST_POSTGRES_URL=$$pg DAPRD=$$daprd JAEGER=$$(scripts/ensure-jaeger.sh) $(CARGO) test --locked -p system-tests --features kafka
 
 # The chaos suite (crates/system-tests/tests/system/chaos.rs): CHAOS_SECONDS of faults under
 # load (default 60), seeded by CHAOS_SEED from the environment or the command line (printed, so
@@ -96,9 +103,17 @@ fuzz: ensure-rust
 test-unit: ensure-rust
 	$(CARGO) test --workspace --locked --lib --bins
 
+# TRACING=1: the same with the spans exported to a Jaeger of its own (the cost of export).
 bench-write: ensure-rust
 	@url=$$(scripts/ensure-postgres.sh); \
-	BENCH_POSTGRES_URL=$$url $(CARGO) bench --locked -p todo --bench write_throughput
+	if [ "$(TRACING)" = 1 ]; then \
+	  jaeger=$$(scripts/ensure-jaeger.sh); log=$$(mktemp); \
+	  JAEGER_OTLP_HTTP_PORT=54318 JAEGER_OTLP_GRPC_PORT=54317 JAEGER_QUERY_PORT=56686 "$$jaeger" --config dapr/jaeger.yaml >"$$log" 2>&1 & \
+	  trap "kill $$! 2>/dev/null" EXIT; \
+	  for _ in $$(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/54318) 2>/dev/null && break; sleep 0.1; done; \
+	  export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:54318; \
+	fi; \
+	RUST_LOG=$${RUST_LOG:-warn} BENCH_POSTGRES_URL=$$url $(CARGO) bench --locked -p todo --bench write_throughput
 
 bench-relay: ensure-rust
 	@url=$$(scripts/ensure-postgres.sh); \
