@@ -43,6 +43,7 @@ impl Consumer {
     /// Connects to the database (running `migrations`: [`crate::consumer_migrations!`]) and
     /// binds `APP_HOST:APP_PORT` and `APP_HOST:METRICS_PORT`.
     pub async fn start(settings: &ConsumerSettings, migrations: Migrations) -> Result<Self, StartError> {
+        service_kit::metrics::install();
         let publisher = settings.publisher()?;
         let schemas = Arc::new(EventSchemas::load().map_err(|e| StartError::Contract(e.to_string()))?);
         let db = Database::connect(&settings.database_url, settings.db_max_connections, migrations).await?;
@@ -151,10 +152,8 @@ impl ConsumerApp {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartError> {
         tracing::info!(addr = %self.local_addr(), metrics_addr = %self.metrics_addr(), "{} service listening", self.name);
         let metrics = startup::serve(self.metrics_listener, self.metrics_router, shutdown.clone(), self.grace);
-        let (served, metrics_served) =
-            tokio::join!(startup::serve(self.listener, self.router, shutdown, self.grace), metrics);
-        served?;
-        metrics_served?;
+        // Either failing ends both: a service whose API stopped must not live on as metrics only.
+        tokio::try_join!(startup::serve(self.listener, self.router, shutdown, self.grace), metrics)?;
         startup::close_database(&self.db).await;
         tracing::info!("{} service stopped", self.name);
         Ok(())

@@ -35,5 +35,8 @@ pub async fn was_processed(db: &Database, event_id: &str, effect: &str) -> Resul
             .bind(effect)
             .fetch_optional(&db.reader)
             .await?;
+    if found.is_some() {
+        crate::metrics::duplicate_skipped(effect);
+    }
     Ok(found.is_some())
 }

@@ -12,7 +12,7 @@
 //! no task polls the database between scrapes.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -38,17 +38,37 @@ const SECONDS_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1
 /// Sets the database-backed gauges just before a scrape is rendered.
 pub type Refresh = Arc<dyn Fn() -> BoxFuture<'static, Result<(), Problem>> + Send + Sync>;
 
+/// How often the recorder folds histogram samples into their buckets when nobody scrapes:
+/// without it every sample would be kept until the next scrape, and a service nobody scrapes
+/// would grow without bound.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long a scrape waits for the database gauges: under Prometheus' usual 10 s scrape timeout.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The process's recorder, installed by the first call (tests start several services in one
-/// process; they share it).
+/// process; they share it). A service calls it before it records anything: what is recorded
+/// before a recorder is installed goes nowhere.
 pub fn install() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
                 .expect("the buckets are not empty")
                 .install_recorder()
-                .expect("no other metrics recorder is installed")
+                .expect("no other metrics recorder is installed");
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_INTERVAL);
+                        upkeep.run_upkeep();
+                    }
+                })
+                .expect("a thread for the metrics upkeep");
+            handle
         })
         .clone()
 }
@@ -59,7 +79,9 @@ struct Scrape {
     refresh: Option<Refresh>,
 }
 
-/// The metrics port's router: `GET /metrics`, refreshing the database gauges first.
+/// The metrics port's router: `GET /metrics`, refreshing the database gauges first. Collected
+/// with `routes!` like every route (`crate::openapi`'s `every_route_is_documented`), though no
+/// document is served on this port.
 pub fn router(refresh: Option<Refresh>) -> Router {
     let (router, _) = OpenApiRouter::new()
         .routes(routes!(metrics))
@@ -79,7 +101,10 @@ async fn metrics(State(scrape): State<Scrape>) -> Result<Response, Problem> {
     static SCRAPING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _one_at_a_time = SCRAPING.lock().await;
     if let Some(refresh) = &scrape.refresh {
-        refresh().await?;
+        tokio::time::timeout(REFRESH_TIMEOUT, refresh()).await.map_err(|_| {
+            Problem::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "database-unavailable")
+                .detail("The database did not answer in time for the metrics read from it.")
+        })??;
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], scrape.handle.render()).into_response())
 }

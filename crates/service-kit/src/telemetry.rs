@@ -23,13 +23,15 @@ use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tower_http::trace::TraceLayer;
+use tracing::Level;
 use tracing::{Span, Subscriber};
+use tracing_subscriber::filter::{FilterExt, LevelFilter, filter_fn};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer, filter::LevelFilter};
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::env::{ConfigError, Env};
 use crate::startup::StartError;
@@ -91,7 +93,10 @@ fn init_from<F: Fn(&str) -> Option<String>>(
     let provider = provider.build();
     let tracer = provider.tracer(env!("CARGO_PKG_NAME"));
 
-    let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let events = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    // RUST_LOG chooses the lines; the spans at INFO stay visible to the log layer whatever it
+    // says, so every line inside one can name its trace.
+    let log_filter = events.or(filter_fn(|metadata| metadata.is_span() && *metadata.level() <= Level::INFO));
     let logs = if json {
         tracing_subscriber::fmt::layer()
             .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
@@ -186,7 +191,8 @@ where
             write!(writer, "trace_id={trace_id} span_id={span_id} ")?;
             return self.inner.format_event(ctx, writer, event);
         }
-        // The JSON format writes one object per line; the ids go in as its first members.
+        // The JSON format gives no way to add members of our own; it writes one object per line,
+        // so the ids go in as its first members.
         let mut line = String::new();
         self.inner.format_event(ctx, Writer::new(&mut line), event)?;
         match line.strip_prefix('{') {
@@ -201,15 +207,17 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    let span = ctx.event_scope()?.next()?;
-    let context =
-        tracing::dispatcher::get_default(|dispatch| tracing_opentelemetry::get_otel_context(&span.id(), dispatch))?;
-    let span = context.span();
-    let ids = span.span_context();
-    ids.is_valid().then(|| (ids.trace_id().to_string(), ids.span_id().to_string()))
+    // The innermost span the OpenTelemetry layer knows: a library's DEBUG span is not one.
+    ctx.event_scope()?.find_map(|span| {
+        let context =
+            tracing::dispatcher::get_default(|dispatch| tracing_opentelemetry::get_otel_context(&span.id(), dispatch))?;
+        let span = context.span();
+        let ids = span.span_context();
+        ids.is_valid().then(|| (ids.trace_id().to_string(), ids.span_id().to_string()))
+    })
 }
 
-/// Wraps every route of `router` in a server span named after the route template
+/// Wraps every route of `router` but the probes in a server span named after the route template
 /// (`POST /todos`), continuing the caller's trace when its `traceparent` is valid. The span
 /// records the status, marks 5xx answers as errors, and has a `correlation_id` field a service
 /// records once it knows it.
@@ -218,6 +226,11 @@ pub fn with_request_spans(router: Router) -> Router {
         TraceLayer::new_for_http()
             .make_span_with(|request: &Request| {
                 let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+                // The orchestrator's probes (`crate::health`), every few seconds per pod, would
+                // bury the traces worth reading.
+                if matches!(route, Some("/healthz" | "/readyz")) {
+                    return Span::none();
+                }
                 let method = request.method();
                 let span = tracing::info_span!(
                     "request",

@@ -11,7 +11,8 @@ async fn main() -> anyhow::Result<()> {
         app.run_until_stopped(startup::shutdown_on_signal()).await.context("running the notification service")
     }
     .await;
-    // The last spans are exported before the process exits.
-    telemetry.shutdown();
+    // After serving, so the spans of the shutdown itself go too; it blocks until the exporter
+    // has flushed, so off the async workers.
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
     served
 }

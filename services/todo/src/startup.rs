@@ -44,6 +44,7 @@ impl Application {
     /// Connects to the database (running migrations) and binds the port; nothing is served
     /// until [`Application::run_until_stopped`].
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        metrics::install();
         let db = connect_database(&settings.database_url, settings.db_max_connections).await?;
         let listener = TcpListener::bind(SocketAddr::new(settings.host, settings.port)).await?;
         let metrics_listener = TcpListener::bind(SocketAddr::new(settings.host, settings.metrics_port)).await?;

@@ -136,6 +136,7 @@ async fn replay(State(admin): State<Admin>, PathText(raw): PathText) -> Result<J
         "publish",
         otel.name = format!("publish {}", letter.topic),
         otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
         messaging.system = "dapr",
         messaging.operation.type = "send",
         messaging.destination.name = %letter.topic,
@@ -149,9 +150,10 @@ async fn replay(State(admin): State<Admin>, PathText(raw): PathText) -> Result<J
         let traceparent = producer.as_ref().map(|p| p.traceparent.as_str());
         admin.publisher.publish_bytes(&letter.topic, CLOUDEVENTS_JSON, body, partition_key, traceparent).await
     }
-    .instrument(span)
+    .instrument(span.clone())
     .await;
     if let Err(error) = published {
+        span.record("otel.status_code", "ERROR");
         tracing::warn!(%error, %id, "replay failed");
         return Err(Problem::new(StatusCode::BAD_GATEWAY, "replay-failed")
             .detail(format!("The Dapr sidecar did not accept the event: {error}")));

@@ -52,10 +52,6 @@ pub async fn list(pool: &AnyPool) -> Result<Vec<ParkedEvent>, sqlx::Error> {
         .collect()
 }
 
-pub async fn count(pool: &AnyPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM outbox_queue WHERE parked_at IS NOT NULL").fetch_one(pool).await
-}
-
 /// Unparks the event: the relay tries it again at once (its attempt count stays). False when
 /// no such event is parked.
 pub async fn retry(db: &Database, event_id: Uuid) -> Result<bool, sqlx::Error> {
