@@ -259,6 +259,21 @@ pub fn with_request_spans(router: Router) -> Router {
     )
 }
 
+/// The producer span of one publish through daprd (OpenTelemetry's messaging conventions). Its
+/// caller gives it its parent (`crate::trace_context`) and sends its `traceparent` to daprd.
+pub fn producer_span(topic: &str, message_id: &str) -> Span {
+    tracing::info_span!(
+        "publish",
+        otel.name = format!("publish {topic}"),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "dapr",
+        messaging.operation.type = "send",
+        messaging.destination.name = topic,
+        messaging.message.id = message_id,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,25 @@ macro_rules! on_both_backends {
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
+/// A tool the tests run: `$variable` when set (what `make test` passes), else the path an
+/// `ensure-*.sh` script of the repository prints on its last line (finding, or building or
+/// installing once, the pinned version). Fails the test when the script does.
+pub fn tool(variable: &str, script: &str, args: &[&str]) -> PathBuf {
+    if let Some(path) = std::env::var_os(variable).filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let script = daprd::repository().join(script);
+    let output = std::process::Command::new(&script)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("{} runs: {e}", script.display()));
+    assert!(output.status.success(), "{} failed (set {variable} to use another)", script.display());
+    let stdout = String::from_utf8(output.stdout).expect("a path");
+    PathBuf::from(stdout.lines().last().unwrap_or_else(|| panic!("{} printed no path", script.display())).trim())
+}
+
 /// Polls `check` until it yields a value, failing the test after `deadline`.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
 where

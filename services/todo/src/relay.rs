@@ -21,7 +21,7 @@ use dapr_events::{Backoff, CloudEvent, DaprPublisher, TodoEventType};
 use futures::StreamExt;
 use serde_json::value::RawValue;
 use service_kit::db::Database;
-use service_kit::trace_context;
+use service_kit::{telemetry, trace_context};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -214,20 +214,10 @@ pub const PUBLISHES: &str = "dapr_todo_relay_publishes_total";
 /// How long daprd took to answer a publish, whatever the answer.
 pub const PUBLISH_DURATION: &str = "dapr_todo_relay_publish_duration_seconds";
 
-/// The producer span of one publish (OpenTelemetry's messaging conventions), a child of the
-/// span that wrote the event, so a todo's trace runs from the request through the publish to
-/// every delivery.
+/// The producer span of one publish, a child of the span that wrote the event, so a todo's
+/// trace runs from the request through the publish to every delivery.
 fn publish_span(event: &StoredEvent) -> tracing::Span {
-    let span = tracing::info_span!(
-        "publish",
-        otel.name = format!("publish {}", event.topic),
-        otel.kind = "producer",
-        otel.status_code = tracing::field::Empty,
-        messaging.system = "dapr",
-        messaging.operation.type = "send",
-        messaging.destination.name = %event.topic,
-        messaging.message.id = %event.event_id,
-    );
+    let span = telemetry::producer_span(&event.topic, &event.event_id.to_string());
     if let Some(traceparent) = &event.traceparent {
         trace_context::continue_from(&span, traceparent, event.tracestate.as_deref());
     }

@@ -20,21 +20,7 @@ pub const STOP_DEADLINE: Duration = Duration::from_secs(15);
 /// The daprd binary, found or built once per test process.
 pub fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        if let Some(path) = std::env::var_os("DAPRD").filter(|p| !p.is_empty()) {
-            return PathBuf::from(path);
-        }
-        let script = repository().join("scripts/ensure-dapr.sh");
-        let output = std::process::Command::new(&script)
-            .arg("--daprd")
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("{} runs: {e}", script.display()));
-        assert!(output.status.success(), "{} failed: the tests need daprd", script.display());
-        let stdout = String::from_utf8(output.stdout).expect("a path");
-        PathBuf::from(stdout.lines().last().expect("ensure-dapr.sh prints daprd's path").trim())
-    })
+    BINARY.get_or_init(|| super::tool("DAPRD", "scripts/ensure-dapr.sh", &["--daprd"]))
 }
 
 /// The checkout this crate is in.

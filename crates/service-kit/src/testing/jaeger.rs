@@ -18,20 +18,7 @@ use super::{DEADLINE, TempDir};
 /// builds or finds.
 pub fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        if let Some(path) = std::env::var_os("JAEGER").filter(|p| !p.is_empty()) {
-            return PathBuf::from(path);
-        }
-        let script = repository().join("scripts/ensure-jaeger.sh");
-        let output = std::process::Command::new(&script)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("{} runs: {e}", script.display()));
-        assert!(output.status.success(), "{} failed: the trace tests need Jaeger", script.display());
-        let stdout = String::from_utf8(output.stdout).expect("a path");
-        PathBuf::from(stdout.lines().last().expect("ensure-jaeger.sh prints jaeger's path").trim())
-    })
+    BINARY.get_or_init(|| super::tool("JAEGER", "scripts/ensure-jaeger.sh", &[]))
 }
 
 /// A running Jaeger.

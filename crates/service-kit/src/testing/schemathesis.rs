@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
 
-use super::daprd::repository;
-
 /// The seed of every run unless `SCHEMATHESIS_SEED` says otherwise.
 pub const DEFAULT_SEED: u64 = 20261201;
 /// Generated cases per operation and phase (`--max-examples`).
@@ -29,20 +27,7 @@ const EXCLUDED_CHECKS: &str = "positive_data_acceptance";
 /// The CLI, found or installed once per test process.
 pub fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        if let Some(path) = std::env::var_os("SCHEMATHESIS").filter(|p| !p.is_empty()) {
-            return PathBuf::from(path);
-        }
-        let script = repository().join("scripts/ensure-schemathesis.sh");
-        let output = std::process::Command::new(&script)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("{} runs: {e}", script.display()));
-        assert!(output.status.success(), "{} failed: the property tests need schemathesis", script.display());
-        let stdout = String::from_utf8(output.stdout).expect("a path");
-        PathBuf::from(stdout.lines().last().expect("the script prints the CLI's path").trim())
-    })
+    BINARY.get_or_init(|| super::tool("SCHEMATHESIS", "scripts/ensure-schemathesis.sh", &[]))
 }
 
 /// What one run found.
