@@ -29,6 +29,7 @@ use serde_json::Value;
 use service_kit::db::run_to_completion;
 use service_kit::openapi::SidecarProblems;
 use service_kit::problem::PathText;
+use service_kit::telemetry;
 use tracing::Instrument;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -129,27 +130,13 @@ struct DeliveryAnswer {
 ))]
 async fn deliver(State(deliveries): State<Deliveries>, PathText(topic): PathText, body: Bytes) -> Answer {
     let topic = deliveries.known_topic(&topic);
-    let span = process_span(topic);
+    // A child of the request's server span, which continues the `traceparent` daprd sent, so
+    // the handler and its transaction are in the trace of the request that changed the todo.
+    let span = telemetry::consumer_span(topic);
     let started = Instant::now();
     let (status, event_time) = process(&deliveries, &body).instrument(span).await;
     deliveries.progress.delivered(topic, status, started.elapsed(), event_time);
     Answer(status)
-}
-
-/// The consumer span of one delivery (OpenTelemetry's messaging conventions): a child of the
-/// request's server span, which continues the `traceparent` daprd sent, so the handler and its
-/// transaction are in the trace of the request that changed the todo.
-fn process_span(topic: &str) -> tracing::Span {
-    tracing::info_span!(
-        "process",
-        otel.name = format!("process {topic}"),
-        otel.kind = "consumer",
-        otel.status_code = tracing::field::Empty,
-        messaging.system = "dapr",
-        messaging.operation.type = "process",
-        messaging.destination.name = topic,
-        messaging.message.id = tracing::field::Empty,
-    )
 }
 
 /// Reads, checks and handles one delivery; its answer, and the event's time when it was read.

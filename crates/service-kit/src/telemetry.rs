@@ -274,6 +274,21 @@ pub fn producer_span(topic: &str, message_id: &str) -> Span {
     )
 }
 
+/// The consumer span of one delivery's processing (OpenTelemetry's messaging conventions); the
+/// message id is recorded once the delivery is read (`messaging.message.id`).
+pub fn consumer_span(topic: &str) -> Span {
+    tracing::info_span!(
+        "process",
+        otel.name = format!("process {topic}"),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "dapr",
+        messaging.operation.type = "process",
+        messaging.destination.name = topic,
+        messaging.message.id = tracing::field::Empty,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

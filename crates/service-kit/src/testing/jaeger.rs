@@ -36,8 +36,22 @@ pub struct Jaeger {
 
 impl Jaeger {
     /// Starts Jaeger and waits until its OTLP receiver takes spans (it starts after the query
-    /// API, so both answer then).
+    /// API, so both answer then). The ports are found free and released for Jaeger to bind, so
+    /// a test alongside may take one first: a Jaeger that exits at start is started again on
+    /// other ports, as `super::daprd::Daprd::start` does.
     pub async fn start() -> Self {
+        let mut logs = Vec::new();
+        for _attempt in 0..3 {
+            let mut jaeger = Self::spawn();
+            if jaeger.wait_until_ready().await {
+                return jaeger;
+            }
+            logs.push(std::fs::read_to_string(&jaeger.log).unwrap_or_default());
+        }
+        panic!("jaeger did not start, three times:\n{}", logs.join("\n---\n"));
+    }
+
+    fn spawn() -> Self {
         let dir = TempDir::new();
         let log = dir.path.join("jaeger.log");
         let (otlp_http, otlp_grpc, query) = (free_port(), free_port(), free_port());
@@ -54,7 +68,7 @@ impl Jaeger {
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", binary().display()));
-        let mut jaeger = Self {
+        Self {
             otlp_endpoint: format!("http://127.0.0.1:{otlp_http}"),
             otlp_address: format!("127.0.0.1:{otlp_http}"),
             query_url: format!("http://127.0.0.1:{query}"),
@@ -62,12 +76,7 @@ impl Jaeger {
             child,
             log,
             _dir: dir,
-        };
-        let ready = jaeger.wait_until_ready().await;
-        if !ready {
-            panic!("jaeger did not start:\n{}", std::fs::read_to_string(&jaeger.log).unwrap_or_default());
         }
-        jaeger
     }
 
     async fn wait_until_ready(&mut self) -> bool {

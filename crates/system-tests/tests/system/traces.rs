@@ -48,7 +48,8 @@ impl TracedService {
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", &jaeger.otlp_endpoint)
             // Export every 100 ms rather than every 5 s, so the test waits less.
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-            .env("RUST_LOG", "info")
+            // The debug lines of the request and the publish spans are the ones the test reads.
+            .env("RUST_LOG", "info,todo=debug,service_kit=debug")
             .env("LOG_FORMAT", "json")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -170,4 +171,14 @@ async fn one_trace_runs_from_the_request_through_daprd_to_both_consumers() {
         assert_eq!((process.kind.as_str(), parent_of(process)), ("consumer", server.span_id.clone()), "{service}");
     }
     assert_eq!(spans.len(), 10, "no other spans: {spans:#?}");
+
+    // The services' JSON log lines inside those spans name the trace and their own span.
+    for (service, span) in [("todo", request), ("todo", publish)] {
+        let log = std::fs::read_to_string(data.path.join(format!("{service}.log"))).unwrap();
+        let in_span = log
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|line| line["trace_id"] == trace_id.as_str() && line["span_id"] == span.span_id.as_str());
+        assert!(in_span.is_some(), "no log line of {service}'s {:?} span names it:\n{log}", span.name);
+    }
 }
