@@ -114,11 +114,15 @@ impl Problem {
     pub fn database_failure(error: &sqlx::Error) -> Self {
         if crate::db::is_unavailable(error) {
             tracing::warn!(%error, "database unavailable");
-            return Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable")
-                .detail("The database is unavailable; retry later.");
+            return Self::database_unavailable();
         }
         tracing::error!(%error, "database statement failed");
         Self::internal()
+    }
+
+    /// 503: the database cannot take the request now.
+    pub fn database_unavailable() -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable").detail("The database is unavailable; retry later.")
     }
 
     /// 500 with no detail: what went wrong is in our log, not in the answer.

@@ -9,6 +9,9 @@
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 
+/// A statement of the `Any` driver with its arguments.
+pub type AnyQuery<'q> = Query<'q, sqlx::Any, AnyArguments<'q>>;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -43,11 +46,14 @@ pub fn placeholders(first: usize, count: usize) -> String {
     (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
 }
 
+/// `($first, …), (…), …`: `rows` rows of `columns` placeholders each, numbered on from `first`,
+/// for a multi-row `INSERT … VALUES`; bind the rows' values in order, row after row.
+pub fn value_rows(first: usize, columns: usize, rows: usize) -> String {
+    (0..rows).map(|row| format!("({})", placeholders(first + row * columns, columns))).collect::<Vec<_>>().join(", ")
+}
+
 /// Binds `values` in order, for a list made by [`placeholders`].
-pub fn bind_all<'q>(
-    mut query: Query<'q, sqlx::Any, AnyArguments<'q>>,
-    values: &'q [String],
-) -> Query<'q, sqlx::Any, AnyArguments<'q>> {
+pub fn bind_all<'q>(mut query: AnyQuery<'q>, values: &'q [String]) -> AnyQuery<'q> {
     for value in values {
         query = query.bind(value.as_str());
     }
@@ -62,5 +68,6 @@ mod tests {
     fn placeholders_are_numbered_from_first() {
         assert_eq!(placeholders(2, 3), "$2, $3, $4");
         assert_eq!(placeholders(1, 0), "");
+        assert_eq!(value_rows(3, 2, 2), "($3, $4), ($5, $6)");
     }
 }

@@ -86,6 +86,10 @@ fn todo_problem(error: TodoError) -> Problem {
             .errors(vec![FieldError::new("Idempotency-Key", "already used with a different request")]),
         TodoError::Conflict => Problem::new(StatusCode::CONFLICT, "conflict")
             .detail("The todo is being changed concurrently; retry the request."),
+        TodoError::Unavailable(reason) => {
+            tracing::warn!(%reason, "database unavailable");
+            Problem::database_unavailable()
+        }
         TodoError::Database(error) => Problem::database_failure(&error),
     }
 }

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use dapr_events::{TodoEventData, TodoEventType, timestamp};
 use service_kit::db::column;
-use service_kit::trace_context;
+use service_kit::db::dialect::{AnyQuery, value_rows};
+use service_kit::trace_context::{self, W3cContext};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, AnyPool, Row};
 use tokio::sync::Notify;
@@ -49,6 +50,12 @@ impl Outbox {
         self.committed.clone()
     }
 
+    /// Tells the relay that events were committed by a statement outside any [`UnitOfWork`]
+    /// (a single-statement batch: `crate::todos::group_commit`).
+    pub fn committed_elsewhere(&self) {
+        self.committed.notify_one();
+    }
+
     /// Begins a transaction on `pool` in which a change and its events are written.
     pub async fn begin(&self, pool: &AnyPool) -> Result<UnitOfWork, sqlx::Error> {
         Ok(UnitOfWork { tx: service_kit::db::begin(pool).await?, committed: self.committed.clone(), appended: false })
@@ -75,34 +82,18 @@ impl UnitOfWork {
         context: &EventContext,
         created_at: DateTime<Utc>,
     ) -> Result<Uuid, sqlx::Error> {
-        let event_id = Uuid::now_v7();
-        let trace = trace_context::current();
-        sqlx::query(
-            "INSERT INTO outbox_events (event_id, todo_id, seq, event_type, topic, payload, created_at, \
-             traceparent, tracestate, correlation_id, causation_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(event_id.to_string())
-        .bind(data.todo_id.to_string())
-        .bind(data.version)
-        .bind(event_type.as_str())
-        .bind(event_type.topic())
-        .bind(serde_json::to_string(data).expect("event data serialises"))
-        .bind(timestamp::format(&created_at))
-        .bind(trace.as_ref().map(|t| t.traceparent.as_str()))
-        .bind(trace.as_ref().and_then(|t| t.tracestate.as_deref()))
-        .bind(&context.correlation_id)
-        .bind(context.causation_id.as_deref())
-        .execute(&mut *self.tx)
-        .await?;
-        sqlx::query("INSERT INTO outbox_queue (event_id, todo_id, seq) VALUES ($1, $2, $3)")
-            .bind(event_id.to_string())
-            .bind(data.todo_id.to_string())
-            .bind(data.version)
-            .execute(&mut *self.tx)
-            .await?;
+        let event = NewEvent::new(event_type, data, context, trace_context::current(), created_at);
+        insert_all(&mut self.tx, &[&event]).await?;
         self.appended = true;
-        Ok(event_id)
+        Ok(event.event_id)
+    }
+
+    /// Appends events made beforehand, in the request spans they belong to
+    /// (`crate::todos::group_commit`): one statement per table, whatever their number.
+    pub async fn append_all(&mut self, events: &[&NewEvent]) -> Result<(), sqlx::Error> {
+        insert_all(&mut self.tx, events).await?;
+        self.appended |= !events.is_empty();
+        Ok(())
     }
 
     pub async fn commit(self) -> Result<(), sqlx::Error> {
@@ -130,6 +121,88 @@ impl std::ops::DerefMut for UnitOfWork {
     fn deref_mut(&mut self) -> &mut AnyConnection {
         &mut self.tx
     }
+}
+
+/// An event as it is appended: its `outbox_events` row, of which `outbox_queue` copies the
+/// key. Made in the transaction's span ([`UnitOfWork::append`]) or in the request's, when
+/// another task writes it (`crate::todos::group_commit`).
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub todo_id: Uuid,
+    pub seq: i64,
+    pub event_type: TodoEventType,
+    /// The CloudEvent `data`, as JSON text.
+    pub payload: String,
+    pub created_at: DateTime<Utc>,
+    pub trace: Option<W3cContext>,
+    pub correlation_id: String,
+    pub causation_id: Option<String>,
+}
+
+impl NewEvent {
+    pub fn new(
+        event_type: TodoEventType,
+        data: &TodoEventData,
+        context: &EventContext,
+        trace: Option<W3cContext>,
+        created_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            event_id: Uuid::now_v7(),
+            todo_id: data.todo_id,
+            seq: data.version,
+            event_type,
+            payload: serde_json::to_string(data).expect("event data serialises"),
+            created_at,
+            trace,
+            correlation_id: context.correlation_id.clone(),
+            causation_id: context.causation_id.clone(),
+        }
+    }
+}
+
+/// The columns of an appended event's `outbox_events` row, in [`bind_event`]'s order, and how
+/// many; `outbox_queue` gets [`QUEUE_COLUMNS`] of the same row.
+pub const INSERT_COLUMNS: &str = "event_id, todo_id, seq, event_type, topic, payload, created_at, traceparent, \
+     tracestate, correlation_id, causation_id";
+pub const INSERT_COLUMN_COUNT: usize = 11;
+pub const QUEUE_COLUMNS: &str = "event_id, todo_id, seq";
+
+/// Binds an appended event's values, in [`INSERT_COLUMNS`] order.
+pub fn bind_event<'q>(query: AnyQuery<'q>, event: &'q NewEvent) -> AnyQuery<'q> {
+    let trace = event.trace.as_ref();
+    query
+        .bind(event.event_id.to_string())
+        .bind(event.todo_id.to_string())
+        .bind(event.seq)
+        .bind(event.event_type.as_str())
+        .bind(event.event_type.topic())
+        .bind(event.payload.as_str())
+        .bind(timestamp::format(&event.created_at))
+        .bind(trace.map(|t| t.traceparent.as_str()))
+        .bind(trace.and_then(|t| t.tracestate.as_deref()))
+        .bind(event.correlation_id.as_str())
+        .bind(event.causation_id.as_deref())
+}
+
+/// Writes events and queues them for the relay: one statement per table, whatever their number.
+async fn insert_all(conn: &mut AnyConnection, events: &[&NewEvent]) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows = value_rows(1, INSERT_COLUMN_COUNT, events.len());
+    let history = format!("INSERT INTO outbox_events ({INSERT_COLUMNS}) VALUES {rows}");
+    events.iter().fold(sqlx::query(&history), |query, event| bind_event(query, event)).execute(&mut *conn).await?;
+    let queue = format!("INSERT INTO outbox_queue ({QUEUE_COLUMNS}) VALUES {}", value_rows(1, 3, events.len()));
+    events
+        .iter()
+        .fold(sqlx::query(&queue), |query, event| {
+            query.bind(event.event_id.to_string()).bind(event.todo_id.to_string()).bind(event.seq)
+        })
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// An event row as stored.

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use dapr_events::TodoEventType;
 use service_kit::db::run_to_completion;
+use service_kit::trace_context;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -13,7 +14,7 @@ use super::Todos;
 use super::error::TodoError;
 use super::model::{NewTodo, Todo, new_todo, now};
 use super::store::{self, StoredResponse};
-use crate::outbox::{EventContext, UnitOfWork};
+use crate::outbox::{EventContext, NewEvent, UnitOfWork};
 
 /// How often a change is retried when another writer changed the same todo between our read
 /// and our write (PostgreSQL only; SQLite serialises writers).
@@ -72,17 +73,29 @@ pub enum Outcome {
 
 impl Todos {
     /// Creates a todo and its `todos.task.created` event (and, with a key, the stored answer)
-    /// in one unit of work.
+    /// in one transaction. Without a key the create joins the next group commit
+    /// ([`super::group_commit`]); with one it runs in a unit of work of its own.
     pub async fn create(
         &self,
         input: NewTodo,
         context: &EventContext,
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<Created, TodoError> {
-        let (todos, context, idempotency) = (self.clone(), context.clone(), idempotency.cloned());
         let transaction = transaction_span("create todo");
+        let Some(idempotency) = idempotency.cloned() else {
+            return async {
+                let todo = new_todo(input);
+                let data = todo.event_data(Vec::new(), None);
+                let event =
+                    NewEvent::new(TodoEventType::Created, &data, context, trace_context::current(), todo.created_at);
+                Ok(Created::New(self.creates.create(todo, event).await?))
+            }
+            .instrument(transaction)
+            .await;
+        };
+        let (todos, context) = (self.clone(), context.clone());
         run_to_completion(
-            async move { todos.create_now(input, &context, idempotency.as_ref()).await }.instrument(transaction),
+            async move { todos.create_now(input, &context, Some(&idempotency)).await }.instrument(transaction),
         )
         .await
     }
@@ -100,7 +113,7 @@ impl Todos {
             return replay(stored, idempotency);
         }
         let todo = new_todo(input);
-        store::insert(&mut unit, &todo).await?;
+        store::insert_all(&mut unit, &[&todo]).await?;
         unit.append(TodoEventType::Created, &todo.event_data(Vec::new(), None), context, todo.created_at).await?;
         if let Some(idempotency) = idempotency
             && let Err(error) =

@@ -15,6 +15,10 @@ pub enum TodoError {
     Conflict,
     #[error("the idempotency key was already used with a different request")]
     IdempotencyKeyReused,
+    /// The database could not take a group commit this change was part of (busy, closed,
+    /// unreachable); nothing of it was written.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }

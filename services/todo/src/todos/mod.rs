@@ -1,10 +1,12 @@
 //! The todo domain: what a todo is ([`model`]), what clients may ask for ([`input`]), the
-//! commands that change todos, each in one transaction with its event ([`commands`]), and the
-//! SQL behind them ([`store`]). Nothing here knows about HTTP: the HTTP layer (`crate::http`)
+//! commands that change todos, each in one transaction with its event ([`commands`]), the
+//! writer that commits concurrent creates together ([`group_commit`]), and the SQL behind them
+//! ([`store`]). Nothing here knows about HTTP: the HTTP layer (`crate::http`)
 //! turns requests into these calls and their results into responses.
 
 pub mod commands;
 pub mod error;
+pub mod group_commit;
 pub mod input;
 pub mod model;
 pub mod store;
@@ -14,20 +16,25 @@ use service_kit::pagination::{Page, PageRequest};
 use uuid::Uuid;
 
 use self::error::TodoError;
+use self::group_commit::GroupCommit;
 use self::model::Todo;
 use self::store::ListFilter;
 use crate::outbox::{self, Outbox, StoredEvent};
 
-/// The todos of one service instance: their database, and the outbox their events go to.
+/// The todos of one service instance: their database, the outbox their events go to, and the
+/// writers of new todos.
 #[derive(Debug, Clone)]
 pub struct Todos {
     db: Database,
     outbox: Outbox,
+    creates: GroupCommit,
 }
 
 impl Todos {
+    /// Starts the create writers ([`GroupCommit`]) on the runtime.
     pub fn new(db: Database, outbox: Outbox) -> Self {
-        Self { db, outbox }
+        let creates = GroupCommit::start(db.clone(), outbox.clone());
+        Self { db, outbox, creates }
     }
 
     pub fn database(&self) -> &Database {

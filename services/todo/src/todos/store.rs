@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use dapr_events::{TodoStatus, timestamp};
 use service_kit::db::column;
-use service_kit::db::dialect::Backend;
+use service_kit::db::dialect::{AnyQuery, Backend, value_rows};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
@@ -98,11 +98,16 @@ pub async fn list(pool: &AnyPool, filter: &ListFilter) -> Result<Vec<Todo>> {
     rows.iter().map(todo_from_row).collect()
 }
 
-pub async fn insert(conn: &mut AnyConnection, todo: &Todo) -> Result<()> {
-    sqlx::query(&format!("INSERT INTO todos ({TODO_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
+/// The columns a new todo's row is written in, in [`bind_row`]'s order, and how many.
+pub const INSERT_COLUMNS: &str = TODO_COLUMNS;
+pub const INSERT_COLUMN_COUNT: usize = 10;
+
+/// Binds a new todo's values, in [`INSERT_COLUMNS`] order.
+pub fn bind_row<'q>(query: AnyQuery<'q>, todo: &'q Todo) -> AnyQuery<'q> {
+    query
         .bind(todo.id.to_string())
-        .bind(&todo.user_id)
-        .bind(&todo.title)
+        .bind(todo.user_id.as_str())
+        .bind(todo.title.as_str())
         .bind(todo.description.as_deref())
         .bind(format_optional(todo.due_at))
         .bind(todo.status.as_str())
@@ -110,8 +115,16 @@ pub async fn insert(conn: &mut AnyConnection, todo: &Todo) -> Result<()> {
         .bind(timestamp::format(&todo.created_at))
         .bind(timestamp::format(&todo.updated_at))
         .bind(format_optional(todo.completed_at))
-        .execute(&mut *conn)
-        .await?;
+}
+
+/// Inserts new todos, all in one statement.
+pub async fn insert_all(conn: &mut AnyConnection, todos: &[&Todo]) -> Result<()> {
+    if todos.is_empty() {
+        return Ok(());
+    }
+    let sql =
+        format!("INSERT INTO todos ({INSERT_COLUMNS}) VALUES {}", value_rows(1, INSERT_COLUMN_COUNT, todos.len()));
+    todos.iter().fold(sqlx::query(&sql), |query, todo| bind_row(query, todo)).execute(&mut *conn).await?;
     Ok(())
 }
 

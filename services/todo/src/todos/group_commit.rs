@@ -1,0 +1,291 @@
+//! Group commit of creates: concurrent `POST /todos` are written by a writer task in one
+//! transaction, each request answered once the commit that holds its todo and its event is
+//! done. A 201 still means committed, with the event in the same commit.
+//!
+//! Why: a create on its own holds the database's writer for a `BEGIN`, three `INSERT`s and a
+//! `COMMIT`, each a round trip (on SQLite a hop to sqlx's worker thread and back), and SQLite
+//! has one writer, so creates queued behind each other's round trips. A batch pays the round
+//! trips once: on SQLite `BEGIN`, one multi-row `INSERT` per table and `COMMIT`; on PostgreSQL
+//! a single statement (the three `INSERT`s as one with data-modifying `WITH` clauses), which
+//! commits on its own. No create waits for company: a writer takes whatever is queued when it
+//! is free, so a lone create is written at once and batches grow only while a commit is under
+//! way (docs/architecture.md, "Group commit").
+//!
+//! Creates with an `Idempotency-Key` are not batched: each looks its key up first, in its own
+//! transaction (`super::commands`).
+
+use std::sync::Arc;
+
+use service_kit::db::dialect::{Backend, value_rows};
+use service_kit::db::{Database, is_unavailable};
+use service_kit::trace_context;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tracing::Instrument;
+
+use super::error::TodoError;
+use super::model::Todo;
+use super::store;
+use crate::outbox::{self, NewEvent, Outbox};
+
+/// The most creates one commit carries: bounds the statement (21 values a create) and how
+/// long the first of them waits for the rest to be written.
+const MAX_BATCH: usize = 64;
+
+/// Writer tasks on PostgreSQL, each committing its own batch on its own connection. Two keep
+/// one batch on the wire while the next is gathered; more gained nothing on 2 cores. SQLite
+/// has one writer connection, so one task.
+const POSTGRES_WRITERS: usize = 2;
+
+/// Creates waiting for a writer; past it, requests wait to queue (the API sheds load before).
+const QUEUE_CAPACITY: usize = 1024;
+
+/// The queue to the writer tasks. Cloning shares it; the writers stop once every clone is gone
+/// and what was queued is written.
+#[derive(Debug, Clone)]
+pub struct GroupCommit {
+    queue: mpsc::Sender<Pending>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    todo: Todo,
+    event: NewEvent,
+    answer: oneshot::Sender<Result<Todo, TodoError>>,
+}
+
+impl GroupCommit {
+    /// Starts the writer tasks on the runtime.
+    pub fn start(db: Database, outbox: Outbox) -> Self {
+        let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let writers = match db.backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres => POSTGRES_WRITERS,
+        };
+        for _ in 0..writers {
+            tokio::spawn(write_batches(receiver.clone(), db.clone(), outbox.clone()));
+        }
+        Self { queue }
+    }
+
+    /// Writes `todo` and its event in the next commit and returns the todo once that commit is
+    /// done. A caller that stops waiting does not stop the write.
+    pub async fn create(&self, todo: Todo, event: NewEvent) -> Result<Todo, TodoError> {
+        let (answer, answered) = oneshot::channel();
+        self.queue.send(Pending { todo, event, answer }).await.map_err(|_| writers_gone())?;
+        answered.await.map_err(|_| writers_gone())?
+    }
+}
+
+/// Only a panic in a writer ends it while the queue is open; the database is as good as gone.
+fn writers_gone() -> TodoError {
+    TodoError::Database(sqlx::Error::PoolClosed)
+}
+
+async fn write_batches(receiver: Arc<Mutex<mpsc::Receiver<Pending>>>, db: Database, outbox: Outbox) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        // One writer at a time takes what is queued, and lets go before writing it, so the next
+        // batch gathers while this one commits.
+        let taken = receiver.lock().await.recv_many(&mut batch, MAX_BATCH).await;
+        if taken == 0 {
+            return;
+        }
+        commit_and_answer(&db, &outbox, &mut batch).await;
+    }
+}
+
+/// Commits `batch` (emptying it) and answers each of its creates.
+async fn commit_and_answer(db: &Database, outbox: &Outbox, batch: &mut Vec<Pending>) {
+    let span = batch_span(batch);
+    let outcome = commit(db, outbox, batch).instrument(span).await;
+    match outcome {
+        Ok(()) => {
+            for pending in batch.drain(..) {
+                let _ = pending.answer.send(Ok(pending.todo));
+            }
+        }
+        // A statement refused one create's values (not expected: input is validated before).
+        // Nothing was committed; written one by one, the others still commit and that one gets
+        // its own error.
+        Err(error) if batch.len() > 1 && !is_unavailable(&error) => {
+            tracing::warn!(%error, creates = batch.len(), "a group commit failed; writing its creates one by one");
+            for pending in batch.drain(..) {
+                let one = std::slice::from_ref(&pending);
+                let outcome = commit(db, outbox, one).instrument(batch_span(one)).await;
+                let _ = pending.answer.send(outcome.map(|()| pending.todo).map_err(TodoError::from));
+            }
+        }
+        Err(error) if batch.len() == 1 => {
+            let pending = batch.pop().expect("one create");
+            let _ = pending.answer.send(Err(error.into()));
+        }
+        Err(error) => {
+            let reason = error.to_string();
+            for pending in batch.drain(..) {
+                let _ = pending.answer.send(Err(TodoError::Unavailable(reason.clone())));
+            }
+        }
+    }
+}
+
+async fn commit(db: &Database, outbox: &Outbox, batch: &[Pending]) -> Result<(), sqlx::Error> {
+    let todos: Vec<&Todo> = batch.iter().map(|pending| &pending.todo).collect();
+    let events: Vec<&NewEvent> = batch.iter().map(|pending| &pending.event).collect();
+    match db.backend {
+        Backend::Postgres => {
+            let sql = postgres_statement(batch.len());
+            let query = todos.iter().fold(sqlx::query(&sql), |query, todo| store::bind_row(query, todo));
+            events.iter().fold(query, |query, event| outbox::bind_event(query, event)).execute(&db.writer).await?;
+            outbox.committed_elsewhere();
+        }
+        Backend::Sqlite => {
+            let mut unit = outbox.begin(&db.writer).await?;
+            store::insert_all(&mut unit, &todos).await?;
+            unit.append_all(&events).await?;
+            unit.commit().await?;
+        }
+    }
+    Ok(())
+}
+
+/// `creates` todos, their events and their queue rows in one statement: the queue rows are
+/// the events' keys as inserted.
+fn postgres_statement(creates: usize) -> String {
+    let todo_values = value_rows(1, store::INSERT_COLUMN_COUNT, creates);
+    let event_values = value_rows(1 + store::INSERT_COLUMN_COUNT * creates, outbox::INSERT_COLUMN_COUNT, creates);
+    format!(
+        "WITH new_todos AS (INSERT INTO todos ({}) VALUES {todo_values}), \
+              new_events AS (INSERT INTO outbox_events ({}) VALUES {event_values} RETURNING {queue}) \
+         INSERT INTO outbox_queue ({queue}) SELECT {queue} FROM new_events",
+        store::INSERT_COLUMNS,
+        outbox::INSERT_COLUMNS,
+        queue = outbox::QUEUE_COLUMNS,
+    )
+}
+
+/// The span of one commit. It serves many requests, so it is a trace of its own, linked to the
+/// span of each request it carries (each event keeps its request's trace).
+fn batch_span(batch: &[Pending]) -> tracing::Span {
+    let span = tracing::info_span!(parent: None, "group commit", otel.name = "commit creates", creates = batch.len());
+    for pending in batch {
+        if let Some(trace) = &pending.event.trace {
+            trace_context::link(&span, &trace.traceparent);
+        }
+    }
+    span
+}
+
+#[cfg(test)]
+mod tests {
+    use service_kit::on_both_backends;
+    use service_kit::testing::TestDb;
+    use sqlx::Row;
+
+    use super::*;
+    use crate::outbox::EventContext;
+    use crate::todos::model::{NewTodo, new_todo};
+
+    on_both_backends!(one_commit_writes_every_queued_create, a_refused_create_fails_alone);
+
+    #[test]
+    fn the_postgres_statement_numbers_the_events_after_the_todos() {
+        let sql = postgres_statement(2);
+        assert!(sql.contains("VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10), ($11,"), "{sql}");
+        assert!(sql.contains("($32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42) RETURNING"), "{sql}");
+        assert!(sql.ends_with("SELECT event_id, todo_id, seq FROM new_events"), "{sql}");
+    }
+
+    fn create(title: &str) -> (Pending, oneshot::Receiver<Result<Todo, TodoError>>) {
+        let todo = new_todo(NewTodo { user_id: "u".into(), title: title.into(), description: None, due_at: None });
+        let context = EventContext { correlation_id: format!("corr-{title}"), causation_id: None };
+        let event = NewEvent::new(
+            dapr_events::TodoEventType::Created,
+            &todo.event_data(Vec::new(), None),
+            &context,
+            None,
+            todo.created_at,
+        );
+        let (answer, answered) = oneshot::channel();
+        (Pending { todo, event, answer }, answered)
+    }
+
+    /// Queues `titles` before a writer runs, so its first batch holds them all, then runs one
+    /// writer until the queue is drained; the answers in order.
+    async fn write_as_one_batch(db: &Database, titles: &[&str]) -> Vec<Result<Todo, TodoError>> {
+        let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let mut answers = Vec::new();
+        for title in titles {
+            let (pending, answered) = create(title);
+            queue.send(pending).await.unwrap();
+            answers.push(answered);
+        }
+        drop(queue);
+        write_batches(Arc::new(Mutex::new(receiver)), db.clone(), Outbox::new()).await;
+        let mut outcomes = Vec::new();
+        for answered in answers {
+            outcomes.push(answered.await.expect("every create is answered"));
+        }
+        outcomes
+    }
+
+    async fn count(db: &Database, sql: &str) -> i64 {
+        sqlx::query(sql).fetch_one(&db.reader).await.unwrap().try_get(0).unwrap()
+    }
+
+    async fn one_commit_writes_every_queued_create(backend: Backend) {
+        let test_db = TestDb::new(backend).await;
+        let db = test_db.connect(crate::startup::MIGRATIONS).await;
+        let titles: Vec<String> = (0..MAX_BATCH + 3).map(|i| format!("todo {i}")).collect();
+        let titles: Vec<&str> = titles.iter().map(String::as_str).collect();
+        let outcomes = write_as_one_batch(&db, &titles).await;
+        for (title, outcome) in titles.iter().zip(&outcomes) {
+            let todo = outcome.as_ref().unwrap_or_else(|e| panic!("{title}: {e}"));
+            assert_eq!(todo.title, *title);
+            let row = sqlx::query("SELECT e.correlation_id, q.seq FROM outbox_events e JOIN outbox_queue q USING (event_id) WHERE e.todo_id = $1")
+                .bind(todo.id.to_string())
+                .fetch_one(&db.reader)
+                .await
+                .unwrap_or_else(|e| panic!("{title}: its event and queue row: {e}"));
+            assert_eq!(row.try_get::<String, _>(0).unwrap(), format!("corr-{title}"));
+            assert_eq!(row.try_get::<i64, _>(1).unwrap(), 1);
+        }
+        let created = titles.len() as i64;
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM todos").await, created);
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox_events").await, created);
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox_queue").await, created);
+        db.close().await;
+    }
+
+    async fn a_refused_create_fails_alone(backend: Backend) {
+        let test_db = TestDb::new(backend).await;
+        let db = test_db.connect(crate::startup::MIGRATIONS).await;
+        let refuse_poison: &[&str] = match backend {
+            Backend::Sqlite => &["CREATE TRIGGER refuse_poison BEFORE INSERT ON outbox_events \
+                WHEN NEW.payload LIKE '%poison%' BEGIN SELECT RAISE(ABORT, 'injected failure'); END"],
+            Backend::Postgres => &[
+                "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$",
+                "CREATE TRIGGER refuse_poison BEFORE INSERT ON outbox_events FOR EACH ROW \
+                 WHEN (NEW.payload LIKE '%poison%') EXECUTE FUNCTION refuse_poison()",
+            ],
+        };
+        for statement in refuse_poison {
+            sqlx::query(statement).execute(&db.writer).await.unwrap();
+        }
+        let outcomes = write_as_one_batch(&db, &["first", "poison", "third", "fourth"]).await;
+        let failure = outcomes[1].as_ref().expect_err("the refused create fails");
+        assert!(matches!(failure, TodoError::Database(e) if e.to_string().contains("injected failure")), "{failure}");
+        let mut committed = Vec::new();
+        for outcome in [&outcomes[0], &outcomes[2], &outcomes[3]] {
+            committed.push(outcome.as_ref().expect("the others commit").id);
+        }
+        for id in committed {
+            let events = count(&db, &format!("SELECT COUNT(*) FROM outbox_events WHERE todo_id = '{id}'")).await;
+            assert_eq!(events, 1, "{id} has its event");
+        }
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM todos").await, 3, "the refused todo was not written");
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox_queue").await, 3);
+        db.close().await;
+    }
+}
