@@ -71,6 +71,14 @@ impl PublishError {
         matches!(self, Self::Rejected { status, .. } if *status == StatusCode::FORBIDDEN || *status == StatusCode::NOT_FOUND)
     }
 
+    /// True when daprd did not take the connection (nothing listens, or it is restarting): the
+    /// event was not handed over, so nothing about it is learnt by trying again before the
+    /// sidecar answers its health check. A connection that broke mid-request is not this: the
+    /// event may have been published.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable { source, .. } if source.is_connect())
+    }
+
     /// True when retrying the same request cannot succeed without someone changing the
     /// configuration or the event (unknown pubsub, scoping, bad token, malformed envelope).
     ///

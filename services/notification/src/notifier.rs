@@ -44,7 +44,9 @@ impl EventHandler for Notifier {
                 WebhookError::Permanent(_) => Refusal::Drop(error.to_string()),
             })?;
         }
-        tracing::info!(event_id = %event.id, correlation_id = event.correlation_id.as_deref(), kind, "notified");
+        // Debug: at the rates the services run, a line per event would be most of the log
+        // (`dapr_todo_deliveries_total` counts them).
+        tracing::debug!(event_id = %event.id, correlation_id = event.correlation_id.as_deref(), kind, "notified");
         Ok(())
     }
 }

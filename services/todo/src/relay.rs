@@ -5,15 +5,17 @@
 //!   between means it is published again after restart (same CloudEvent id);
 //! - per-todo order: only the oldest pending event of a todo is ever claimed (see
 //!   [`queue::claim`]), so a todo's next event waits until the previous one is published;
-//! - no loss: every failure (connection refused, timeout, any non-2xx) is logged with daprd's
-//!   answer and retried with capped exponential backoff and jitter; other todos keep flowing
-//!   meanwhile. An event daprd refuses for good (403, 404) for `RELAY_PARK_AFTER_MS` is parked
+//! - no loss: every failure (timeout, any non-2xx) is recorded with daprd's answer and retried
+//!   with capped exponential backoff and jitter; other todos keep flowing meanwhile. A sidecar
+//!   that refuses connections fails nothing: the relay waits for its outbound health and resumes
+//!   the moment it answers, with no backoff left to sit out. The log sums failures up
+//!   ([`FailureLog`]) instead of a line per event. An event daprd refuses for good (403, 404) for `RELAY_PARK_AFTER_MS` is parked
 //!   instead: kept, its todo's later events waiting behind it, until an operator retries or
 //!   discards it (`crate::http::admin`);
 //! - replicas: rows are claimed with a lease (and `FOR UPDATE SKIP LOCKED` on PostgreSQL), so
 //!   several relays share the work without double-publishing in steady state.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dapr_events::publish::CLOUDEVENTS_JSON;
@@ -29,7 +31,7 @@ use uuid::Uuid;
 
 use crate::config::RelaySettings;
 use crate::outbox::StoredEvent;
-use crate::outbox::queue;
+use crate::outbox::queue::{self, FailedAttempt};
 
 type Result<T, E = sqlx::Error> = std::result::Result<T, E>;
 
@@ -42,6 +44,7 @@ pub struct Relay {
     /// This instance's lease owner id.
     owner: String,
     wakeup: Arc<Notify>,
+    failures: Mutex<FailureLog>,
 }
 
 /// What one round did.
@@ -51,7 +54,30 @@ pub struct Round {
     pub published: usize,
     /// When the soonest failed event of this round may be retried.
     pub next_retry_in: Option<Duration>,
+    /// daprd refused the connection: the round's unpublished events were released untried.
+    pub sidecar_unreachable: bool,
 }
+
+/// What one publish came to.
+enum Outcome {
+    Published,
+    /// daprd answered with a failure, or not in time: recorded, and retried after a backoff.
+    Failed {
+        attempt: FailedAttempt,
+        retry_in: Duration,
+        permanent: bool,
+        topic: String,
+    },
+    /// daprd did not take the connection: nothing was handed over, no attempt is counted.
+    Unreachable(String),
+}
+
+/// How often publish failures are summed up in the log while they go on.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How often the relay asks a sidecar that refused connections for its outbound health: its
+/// backlog goes out within this long of the sidecar being back.
+const SIDECAR_HEALTH_BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_millis(500));
 
 impl Relay {
     pub fn new(
@@ -65,7 +91,8 @@ impl Relay {
         for outcome in ["published", "failed", "parked"] {
             metrics::counter!(PUBLISHES, "outcome" => outcome).increment(0);
         }
-        Self { db, publisher, settings, source, owner: Uuid::new_v4().to_string(), wakeup }
+        let failures = Mutex::new(FailureLog::default());
+        Self { db, publisher, settings, source, owner: Uuid::new_v4().to_string(), wakeup, failures }
     }
 
     /// This instance's lease owner id: what it claims is leased under it.
@@ -85,6 +112,11 @@ impl Relay {
         let mut database_failures = 0u32;
         while !shutdown.is_cancelled() {
             let pause = match self.run_once().await {
+                Ok(round) if round.sidecar_unreachable => {
+                    database_failures = 0;
+                    self.wait_for_sidecar(&shutdown).await;
+                    continue;
+                }
                 Ok(round) if round.claimed > 0 => {
                     database_failures = 0;
                     // More may be waiting (a todo's next event became publishable just now).
@@ -109,38 +141,73 @@ impl Relay {
         tracing::info!("relay stopped");
     }
 
+    /// While daprd refuses connections, publishing would only fail event after event (each
+    /// failure a write and a log line, and a backoff that outlasts the outage); the relay asks
+    /// for its outbound health instead, and resumes the moment it answers.
+    async fn wait_for_sidecar(&self, shutdown: &CancellationToken) {
+        let since = Instant::now();
+        tracing::warn!(
+            sidecar = %self.publisher.config().sidecar_url,
+            "the Dapr sidecar refuses connections; publishing waits for its outbound health"
+        );
+        let (initial, max) = SIDECAR_HEALTH_BACKOFF;
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = self.publisher.wait_until_outbound_ready(Backoff::new(initial, max)) => {
+                tracing::info!(unreachable_ms = since.elapsed().as_millis() as u64, "publishing resumes");
+            }
+        }
+    }
+
     /// Claims a batch and publishes it. Events in a batch belong to different todos (one head
-    /// per todo), so they are published concurrently; the successes are marked together when
+    /// per todo), so they are published concurrently; the outcomes are recorded together when
     /// the last publish of the round has answered (or timed out).
     pub async fn run_once(&self) -> Result<Round> {
         let now = epoch_millis();
         let lease_until = now + self.settings.lease.as_millis() as i64;
         let batch = queue::claim(&self.db, &self.owner, now, lease_until, self.settings.batch_size.into()).await?;
         let claimed = batch.len();
-        let outcomes: Vec<(Uuid, Option<Duration>)> = futures::stream::iter(batch)
+        let outcomes: Vec<(Uuid, Outcome)> = futures::stream::iter(batch)
             .map(|event| self.publish_one(event))
             .buffer_unordered(self.settings.batch_size as usize)
-            .collect::<Vec<Result<_>>>()
-            .await
-            .into_iter()
-            .collect::<Result<_>>()?;
-        let published: Vec<Uuid> = outcomes.iter().filter(|(_, retry)| retry.is_none()).map(|(id, _)| *id).collect();
+            .collect()
+            .await;
+        let mut round = Round { claimed, ..Round::default() };
+        let (mut published, mut untried, mut failures) = (Vec::new(), Vec::new(), Vec::new());
+        let mut unreachable = None;
+        for (event_id, outcome) in outcomes {
+            match outcome {
+                Outcome::Published => published.push(event_id),
+                Outcome::Unreachable(error) => {
+                    untried.push(event_id);
+                    unreachable = Some(error);
+                }
+                Outcome::Failed { attempt, retry_in, permanent, topic } => {
+                    round.next_retry_in = Some(round.next_retry_in.map_or(retry_in, |d| d.min(retry_in)));
+                    failures.push((attempt, permanent, topic));
+                }
+            }
+        }
+        round.published = published.len();
+        round.sidecar_unreachable = !untried.is_empty();
         queue::mark_published(&self.db, &published, chrono::Utc::now()).await?;
-        Ok(Round {
-            claimed,
-            published: published.len(),
-            next_retry_in: outcomes.iter().filter_map(|(_, retry)| *retry).min(),
-        })
+        queue::release_untried(&self.db, &untried, unreachable.as_deref().unwrap_or_default()).await?;
+        let attempts: Vec<FailedAttempt> = failures.iter().map(|(attempt, ..)| attempt.clone()).collect();
+        queue::mark_failed(&self.db, &attempts).await?;
+        for (attempt, _, topic) in failures.iter().filter(|(attempt, ..)| attempt.refused_at.is_some()) {
+            self.park_if_refused_long_enough(attempt, topic).await?;
+        }
+        self.failures.lock().expect("the failure log is never poisoned").note(&failures, Instant::now());
+        Ok(round)
     }
 
-    /// Publishes one event in a producer span of the event's trace; a failure is recorded
-    /// right away. Returns the event id and, for a failure, the delay before its retry.
-    async fn publish_one(&self, event: StoredEvent) -> Result<(Uuid, Option<Duration>)> {
+    /// Publishes one event in a producer span of the event's trace.
+    async fn publish_one(&self, event: StoredEvent) -> (Uuid, Outcome) {
         let span = publish_span(&event);
-        self.publish_in_span(event).instrument(span).await
+        (event.event_id, self.publish_in_span(event).instrument(span).await)
     }
 
-    async fn publish_in_span(&self, event: StoredEvent) -> Result<(Uuid, Option<Duration>)> {
+    async fn publish_in_span(&self, event: StoredEvent) -> Outcome {
         let body = serde_json::to_vec(&cloud_event(&event, &self.source)).expect("a CloudEvent serialises");
         let todo_id = event.todo_id.to_string();
         // daprd's publish span is this span's child: the header names this span. The envelope
@@ -161,51 +228,121 @@ impl Relay {
         let Err(error) = outcome else {
             tracing::debug!(event_id = %event.event_id, topic = %event.topic, "published");
             metrics::counter!(PUBLISHES, "outcome" => "published").increment(1);
-            return Ok((event.event_id, None));
+            return Outcome::Published;
         };
         tracing::Span::current().record("otel.status_code", "ERROR");
+        if error.is_unreachable() {
+            tracing::debug!(event_id = %event.event_id, %error, "not published: the sidecar is unreachable");
+            return Outcome::Unreachable(error.to_string());
+        }
+        metrics::counter!(PUBLISHES, "outcome" => "failed").increment(1);
         let attempt = u32::try_from(event.attempts).unwrap_or(u32::MAX);
         let retry_in = Backoff::new(self.settings.retry_initial, self.settings.retry_max).delay(attempt);
-        let next_attempt = epoch_millis() + retry_in.as_millis() as i64;
         let message = error.to_string();
-        if error.is_permanent() {
-            tracing::error!(
-                event_id = %event.event_id, todo_id = %event.todo_id, topic = %event.topic,
-                attempt = attempt + 1, retry_in_ms = retry_in.as_millis() as u64, error = %message,
-                "publish rejected; this needs a configuration fix (pubsub name, scopes, token); retrying"
-            );
-        } else {
-            tracing::warn!(
-                event_id = %event.event_id, todo_id = %event.todo_id, topic = %event.topic,
-                attempt = attempt + 1, retry_in_ms = retry_in.as_millis() as u64, error = %message,
-                "publish failed; retrying"
-            );
-        }
+        tracing::debug!(
+            event_id = %event.event_id, todo_id = %event.todo_id, topic = %event.topic,
+            attempt = attempt + 1, retry_in_ms = retry_in.as_millis() as u64, error = %message, "publish failed"
+        );
         let now = epoch_millis();
-        let refused_at = error.is_refusal().then_some(now);
-        queue::mark_failed(&self.db, event.event_id, next_attempt, &message, refused_at).await?;
-        let mut outcome = "failed";
+        Outcome::Failed {
+            attempt: FailedAttempt {
+                event_id: event.event_id,
+                next_attempt_ms: now + retry_in.as_millis() as i64,
+                error: message,
+                refused_at: error.is_refusal().then_some(now),
+            },
+            retry_in,
+            permanent: error.is_permanent(),
+            topic: event.topic,
+        }
+    }
+
+    /// Parks an event daprd has refused for good for `RELAY_PARK_AFTER_MS`.
+    async fn park_if_refused_long_enough(&self, attempt: &FailedAttempt, topic: &str) -> Result<()> {
+        let now = epoch_millis();
         let park_after = self.settings.park_after;
-        if refused_at.is_some()
-            && queue::park_if_refused_since(
-                &self.db,
-                event.event_id,
-                now - park_after.as_millis() as i64,
-                now,
-                &message,
-            )
-            .await?
-        {
-            outcome = "parked";
+        let refused_before = now - park_after.as_millis() as i64;
+        if queue::park_if_refused_since(&self.db, attempt.event_id, refused_before, now, &attempt.error).await? {
+            metrics::counter!(PUBLISHES, "outcome" => "parked").increment(1);
             tracing::error!(
-                event_id = %event.event_id, todo_id = %event.todo_id, topic = %event.topic, reason = %message,
+                event_id = %attempt.event_id, %topic, reason = %attempt.error,
                 "event parked: daprd has refused it for {park_after:?}, and the todo's later events wait behind it; \
                  fix the configuration (component name, publishing scopes), then POST /admin/outbox/{}/retry",
-                event.event_id
+                attempt.event_id
             );
         }
-        metrics::counter!(PUBLISHES, "outcome" => outcome).increment(1);
-        Ok((event.event_id, Some(retry_in)))
+        Ok(())
+    }
+}
+
+/// Publish failures in the log: the first after a quiet spell at once, with its error; then, as
+/// long as they go on, one line per [`FAILURE_LOG_INTERVAL`] with how many failed and the last
+/// error. A broken broker under load fails thousands of publishes a second; a line each would
+/// bury everything else (each event's failure is at debug, and in its outbox row).
+#[derive(Debug, Default)]
+struct FailureLog {
+    /// Since when failures are being summed up; `None` after an interval without any.
+    window: Option<Instant>,
+    failed: u64,
+    permanent: u64,
+    last_error: String,
+}
+
+/// A line [`FailureLog`] decided to write.
+#[derive(Debug, PartialEq, Eq)]
+enum FailureLine {
+    First { event_id: Uuid, topic: String, error: String, permanent: bool },
+    StillFailing { failed: u64, permanent: u64, seconds: u64, last_error: String },
+}
+
+impl FailureLog {
+    /// Takes a round's failures and writes what is due.
+    fn note(&mut self, failures: &[(FailedAttempt, bool, String)], now: Instant) {
+        match self.record(failures, now) {
+            Some(FailureLine::First { event_id, topic, error, permanent: true }) => tracing::error!(
+                %event_id, %topic, %error,
+                "publish rejected; this needs a configuration fix (pubsub name, scopes, token); retrying"
+            ),
+            Some(FailureLine::First { event_id, topic, error, permanent: false }) => {
+                tracing::warn!(%event_id, %topic, %error, "publish failed; retrying")
+            }
+            Some(FailureLine::StillFailing { failed, permanent, seconds, last_error }) if permanent > 0 => {
+                tracing::error!(failed, permanent, seconds, %last_error, "publishes still rejected; retrying")
+            }
+            Some(FailureLine::StillFailing { failed, seconds, last_error, .. }) => {
+                tracing::warn!(failed, seconds, %last_error, "publishes still failing; retrying")
+            }
+            None => {}
+        }
+    }
+
+    fn record(&mut self, failures: &[(FailedAttempt, bool, String)], now: Instant) -> Option<FailureLine> {
+        if self.window.is_none() {
+            let ((attempt, permanent, topic), rest) = failures.split_first()?;
+            *self = Self { window: Some(now), ..Self::default() };
+            self.count(rest);
+            let (event_id, error) = (attempt.event_id, attempt.error.clone());
+            return Some(FailureLine::First { event_id, topic: topic.clone(), error, permanent: *permanent });
+        }
+        self.count(failures);
+        let since = self.window.filter(|since| now.duration_since(*since) >= FAILURE_LOG_INTERVAL)?;
+        let line = (self.failed > 0).then(|| FailureLine::StillFailing {
+            failed: self.failed,
+            permanent: self.permanent,
+            seconds: now.duration_since(since).as_secs(),
+            last_error: std::mem::take(&mut self.last_error),
+        });
+        // After a quiet interval the next failure is news again.
+        *self = Self { window: line.as_ref().map(|_| now), ..Self::default() };
+        line
+    }
+
+    fn count(&mut self, failures: &[(FailedAttempt, bool, String)]) {
+        self.failed += failures.len() as u64;
+        self.permanent += failures.iter().filter(|(_, permanent, _)| *permanent).count() as u64;
+        if let Some((attempt, ..)) = failures.last() {
+            self.last_error = attempt.error.clone();
+        }
     }
 }
 
@@ -246,4 +383,50 @@ pub fn cloud_event(stored: &StoredEvent, source: &str) -> CloudEvent<Box<RawValu
     event.correlationid = Some(stored.correlation_id.clone());
     event.causationid = stored.causation_id.clone();
     event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failures(count: usize, permanent: bool) -> Vec<(FailedAttempt, bool, String)> {
+        (0..count)
+            .map(|i| {
+                let attempt = FailedAttempt {
+                    event_id: Uuid::now_v7(),
+                    next_attempt_ms: 0,
+                    error: format!("error {i}"),
+                    refused_at: None,
+                };
+                (attempt, permanent, "todos.task.created".to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn failures_are_logged_once_then_summed_up_per_interval() {
+        let mut log = FailureLog::default();
+        let start = Instant::now();
+        let at = |seconds: f64| start + Duration::from_secs_f64(seconds);
+        assert_eq!(log.record(&[], at(0.0)), None, "nothing to say without failures");
+        let first = log.record(&failures(100, false), at(0.0));
+        assert!(matches!(first, Some(FailureLine::First { ref error, permanent: false, .. }) if error == "error 0"));
+        // A thousand rounds of failures within the interval: not one line more.
+        for i in 0..1000 {
+            assert_eq!(log.record(&failures(100, i == 500), at(0.001 * f64::from(i))), None);
+        }
+        let summary = log.record(&failures(1, false), at(10.0));
+        assert_eq!(
+            summary,
+            Some(FailureLine::StillFailing {
+                failed: 99 + 100_000 + 1,
+                permanent: 100,
+                seconds: 10,
+                last_error: "error 0".into()
+            })
+        );
+        // A quiet interval closes the spell; the next failure is reported at once.
+        assert_eq!(log.record(&[], at(20.0)), None);
+        assert!(matches!(log.record(&failures(1, true), at(20.5)), Some(FailureLine::First { permanent: true, .. })));
+    }
 }

@@ -96,32 +96,64 @@ pub async fn mark_published(db: &Database, event_ids: &[Uuid], published_at: Dat
     Ok(())
 }
 
-/// Records a failed attempt and releases the lease, so the event is retried (by any replica)
-/// once `next_attempt_ms` has passed. Its todo's later events stay queued behind it. A refusal
-/// for good (`refused_at`: now) starts or continues a run of refusals; any other failure ends it.
-pub async fn mark_failed(
-    db: &Database,
-    event_id: Uuid,
-    next_attempt_ms: i64,
-    error: &str,
-    refused_at: Option<i64>,
-) -> Result<(), sqlx::Error> {
+/// A failed publish attempt, to record.
+#[derive(Debug, Clone)]
+pub struct FailedAttempt {
+    pub event_id: Uuid,
+    /// When the event may be tried again (epoch ms).
+    pub next_attempt_ms: i64,
+    pub error: String,
+    /// Now, when daprd refused the event for good (see [`mark_failed`]).
+    pub refused_at: Option<i64>,
+}
+
+/// Records a round's failed attempts in one transaction and releases their leases, so each is
+/// retried (by any replica) once its `next_attempt_ms` has passed. Its todo's later events stay
+/// queued behind it. A refusal for good starts or continues a run of refusals; any other failure
+/// ends it.
+pub async fn mark_failed(db: &Database, failures: &[FailedAttempt]) -> Result<(), sqlx::Error> {
+    if failures.is_empty() {
+        return Ok(());
+    }
     let mut tx = db.begin().await?;
-    sqlx::query(
-        "UPDATE outbox_queue SET attempts = attempts + 1, next_attempt_at = $1, lease_owner = NULL, \
-         lease_expires_at = NULL, refused_since = CASE WHEN $2 IS NULL THEN NULL ELSE COALESCE(refused_since, $2) END \
-         WHERE event_id = $3",
-    )
-    .bind(next_attempt_ms)
-    .bind(refused_at)
-    .bind(event_id.to_string())
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("UPDATE outbox_events SET attempts = attempts + 1, last_error = $1 WHERE event_id = $2")
-        .bind(error)
-        .bind(event_id.to_string())
+    for failure in failures {
+        sqlx::query(
+            "UPDATE outbox_queue SET attempts = attempts + 1, next_attempt_at = $1, lease_owner = NULL, \
+             lease_expires_at = NULL, refused_since = CASE WHEN $2 IS NULL THEN NULL ELSE COALESCE(refused_since, $2) END \
+             WHERE event_id = $3",
+        )
+        .bind(failure.next_attempt_ms)
+        .bind(failure.refused_at)
+        .bind(failure.event_id.to_string())
         .execute(&mut *tx)
         .await?;
+        sqlx::query("UPDATE outbox_events SET attempts = attempts + 1, last_error = $1 WHERE event_id = $2")
+            .bind(&failure.error)
+            .bind(failure.event_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Releases the leases of events that were never handed over (the sidecar was unreachable),
+/// leaving their attempt counts and schedule as they were, so they are claimable again at once;
+/// `reason` becomes their `last_error`, for operators asking why they are still pending. One
+/// transaction for the lot.
+pub async fn release_untried(db: &Database, event_ids: &[Uuid], reason: &str) -> Result<(), sqlx::Error> {
+    if event_ids.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = event_ids.iter().map(Uuid::to_string).collect();
+    let mut tx = db.begin().await?;
+    let release = format!(
+        "UPDATE outbox_queue SET lease_owner = NULL, lease_expires_at = NULL WHERE event_id IN ({})",
+        placeholders(1, ids.len())
+    );
+    bind_all(sqlx::query(&release), &ids).execute(&mut *tx).await?;
+    let note = format!("UPDATE outbox_events SET last_error = $1 WHERE event_id IN ({})", placeholders(2, ids.len()));
+    bind_all(sqlx::query(&note).bind(reason), &ids).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
 }
