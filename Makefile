@@ -20,7 +20,7 @@ help:
 	@echo "make test-kafka   the Kafka contract tests and the whole system end to end on Apache Kafka"
 	@echo "make fuzz         every fuzz target (fuzz/, cargo-fuzz) for FUZZ_SECONDS each (default 60)"
 	@echo "make chaos        crashes every app and daprd at random under load, restarts the broker, checks nothing was lost or doubled (CHAOS_SECONDS, CHAOS_SEED)"
-	@echo "make bench-write  POST /todos throughput and latency vs a bare insert (release); TRACING=1 exports the spans to Jaeger"
+	@echo "make bench-write  POST /todos throughput and latency vs a bare insert (release, load from wrk, 3 interleaved runs); TRACING=1 exports the spans to Jaeger"
 	@echo "make bench-relay  outbox claim latency with a million published rows (release)"
 	@echo "make images       container images of the three services ($(IMAGE_REPO)/<service>:$(IMAGE_TAG))"
 	@echo "make lint         rustfmt check, clippy with warnings as errors, and no unused dependency (cargo-machete)"
@@ -103,7 +103,10 @@ fuzz: ensure-rust
 test-unit: ensure-rust
 	$(CARGO) test --workspace --locked --lib --bins
 
-# TRACING=1: the same with the spans exported to a Jaeger of its own (the cost of export).
+# Load from wrk (scripts/ensure-wrk.sh installs it), BENCH_SECONDS per run (default 10),
+# BENCH_RUNS runs of each side interleaved (default 3), BENCH_CONCURRENCY connections (32),
+# BENCH_BACKENDS (sqlite,postgres). TRACING=1: the same with the spans exported to a Jaeger of
+# its own (the cost of export).
 bench-write: ensure-rust
 	@url=$$(scripts/ensure-postgres.sh); \
 	if [ "$(TRACING)" = 1 ]; then \
@@ -113,7 +116,9 @@ bench-write: ensure-rust
 	  for _ in $$(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/54318) 2>/dev/null && break; sleep 0.1; done; \
 	  export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:54318; \
 	fi; \
-	RUST_LOG=$${RUST_LOG:-warn} BENCH_POSTGRES_URL=$$url $(CARGO) bench --locked -p todo --bench write_throughput
+	wrk=$$(scripts/ensure-wrk.sh) || echo "make bench-write: no wrk; the load comes from the benchmark's own process" >&2; \
+	PATH=$$(dirname "$${wrk:-/nonexistent/wrk}"):$$PATH RUST_LOG=$${RUST_LOG:-warn} BENCH_POSTGRES_URL=$$url \
+	  $(CARGO) bench --locked -p todo --bench write_throughput
 
 bench-relay: ensure-rust
 	@url=$$(scripts/ensure-postgres.sh); \

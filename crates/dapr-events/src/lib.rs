@@ -24,4 +24,4 @@ pub mod timestamp;
 pub use backoff::Backoff;
 pub use catalog::{TodoEventData, TodoEventType, TodoStatus};
 pub use cloudevent::CloudEvent;
-pub use publish::{DaprPublisher, PublishError, PublisherConfig};
+pub use publish::{BulkEntry, BulkPublishError, DaprPublisher, PublishError, PublisherConfig};

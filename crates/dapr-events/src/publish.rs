@@ -1,4 +1,5 @@
-//! Publishing through the Dapr sidecar's HTTP API: `POST /v1.0/publish/{pubsub}/{topic}`.
+//! Publishing through the Dapr sidecar's HTTP API: `POST /v1.0/publish/{pubsub}/{topic}`, and
+//! many events at once with `POST /v1.0-alpha1/publish/bulk/{pubsub}/{topic}`.
 //!
 //! See Dapr's pub/sub API reference (https://docs.dapr.io/reference/api/pubsub_api/); the
 //! behaviours relied on here are pinned against daprd in `crates/dapr-contract`. In short: the
@@ -98,6 +99,59 @@ impl PublishError {
     }
 }
 
+/// One event of a bulk publish: its id in the request (the answer names failed entries by it),
+/// the CloudEvent as serialised JSON, and its partition key.
+#[derive(Debug, Clone)]
+pub struct BulkEntry {
+    pub entry_id: String,
+    pub event: Box<serde_json::value::RawValue>,
+    pub partition_key: Option<String>,
+}
+
+/// How a bulk publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BulkPublishError {
+    /// daprd published the other entries; these failed (its `failedEntries`: entry id and
+    /// error).
+    #[error("{} entries failed: {error}", failed.len())]
+    Entries { failed: Vec<(String, String)>, error: PublishError },
+    /// Nothing was published as far as we know: the request did not reach daprd, or daprd
+    /// refused it as a whole (scopes, no such component, a malformed body).
+    #[error(transparent)]
+    Request(#[from] PublishError),
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireEntry<'a> {
+    entry_id: &'a str,
+    event: &'a serde_json::value::RawValue,
+    content_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<WireMetadata<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireMetadata<'a> {
+    partition_key: &'a str,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FailedEntries {
+    #[serde(default)]
+    failed_entries: Vec<FailedEntry>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FailedEntry {
+    entry_id: String,
+    #[serde(default)]
+    error: String,
+}
+
 /// A client for the sidecar's publish API. Cheap to clone (shares one connection pool).
 #[derive(Debug, Clone)]
 pub struct DaprPublisher {
@@ -146,7 +200,17 @@ impl DaprPublisher {
         partition_key: Option<&str>,
         traceparent: Option<&str>,
     ) -> Result<(), PublishError> {
-        let url = self.publish_url(topic, partition_key);
+        self.post(self.publish_url(topic, partition_key), content_type, body, traceparent).await
+    }
+
+    /// Posts `body` to daprd: Ok for any 2xx, else daprd's answer or what kept it from coming.
+    async fn post(
+        &self,
+        url: Url,
+        content_type: &str,
+        body: Vec<u8>,
+        traceparent: Option<&str>,
+    ) -> Result<(), PublishError> {
         let mut request = self.http.post(url.clone()).header(header::CONTENT_TYPE, content_type).body(body);
         if let Some(token) = &self.config.api_token {
             request = request.header(API_TOKEN_HEADER, token);
@@ -166,19 +230,60 @@ impl DaprPublisher {
         Err(PublishError::Rejected { status, error_code, body })
     }
 
+    /// `POST /v1.0-alpha1/publish/bulk/{pubsub}/{topic}` with `entries`, each a structured
+    /// CloudEvent (`application/cloudevents+json`) that daprd forwards as a single publish would
+    /// (our `id` and trace context kept) and its partition key as the entry's
+    /// `metadata.partitionKey`. daprd publishes the entries of one request in no defined order
+    /// (Redis: concurrently), so a caller that needs an order sends at most one event per key.
+    ///
+    /// `traceparent` names the request's producer span; daprd's spans for the entries are its
+    /// children.
+    pub async fn publish_bulk(
+        &self,
+        topic: &str,
+        entries: &[BulkEntry],
+        traceparent: Option<&str>,
+    ) -> Result<(), BulkPublishError> {
+        let wire: Vec<WireEntry<'_>> = entries
+            .iter()
+            .map(|entry| WireEntry {
+                entry_id: &entry.entry_id,
+                event: &entry.event,
+                content_type: CLOUDEVENTS_JSON,
+                metadata: entry.partition_key.as_deref().map(|partition_key| WireMetadata { partition_key }),
+            })
+            .collect();
+        let body = serde_json::to_vec(&wire).map_err(PublishError::from)?;
+        let url = self.api_url(&["v1.0-alpha1", "publish", "bulk", &self.config.pubsub_name, topic]);
+        let Err(error) = self.post(url, "application/json", body, traceparent).await else {
+            return Ok(());
+        };
+        let failed = match &error {
+            PublishError::Rejected { body, .. } => {
+                serde_json::from_str::<FailedEntries>(body).map(|answer| answer.failed_entries).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        if failed.is_empty() {
+            return Err(BulkPublishError::Request(error));
+        }
+        Err(BulkPublishError::Entries { failed: failed.into_iter().map(|f| (f.entry_id, f.error)).collect(), error })
+    }
+
     /// The URL of one publish call. Path segments are percent-encoded (daprd unescapes them, so
     /// a topic containing `/` survives).
     pub fn publish_url(&self, topic: &str, partition_key: Option<&str>) -> Url {
-        let mut url = self.config.sidecar_url.clone();
-        url.path_segments_mut().expect("an http URL has path segments").pop_if_empty().extend([
-            "v1.0",
-            "publish",
-            &self.config.pubsub_name,
-            topic,
-        ]);
+        let mut url = self.api_url(&["v1.0", "publish", &self.config.pubsub_name, topic]);
         if let Some(key) = partition_key {
             url.query_pairs_mut().append_pair("metadata.partitionKey", key);
         }
+        url
+    }
+
+    /// The sidecar URL with `segments` as the path, each percent-encoded.
+    fn api_url(&self, segments: &[&str]) -> Url {
+        let mut url = self.config.sidecar_url.clone();
+        url.path_segments_mut().expect("an http URL has path segments").pop_if_empty().extend(segments);
         url
     }
 

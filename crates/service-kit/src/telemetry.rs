@@ -274,6 +274,23 @@ pub fn producer_span(topic: &str, message_id: &str) -> Span {
     )
 }
 
+/// The producer span of one publish of several messages at once (OpenTelemetry's messaging
+/// conventions for batch sending): a trace of its own, which its caller links to each message's
+/// creation context; daprd's spans for the request are its children.
+pub fn batch_producer_span(topic: &str, messages: usize) -> Span {
+    tracing::info_span!(
+        parent: None,
+        "publish",
+        otel.name = format!("publish {topic}"),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "dapr",
+        messaging.operation.type = "send",
+        messaging.destination.name = topic,
+        messaging.batch.message_count = messages,
+    )
+}
+
 /// The consumer span of one delivery's processing (OpenTelemetry's messaging conventions); the
 /// message id is recorded once the delivery is read (`messaging.message.id`).
 pub fn consumer_span(topic: &str) -> Span {

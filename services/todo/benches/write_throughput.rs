@@ -1,34 +1,43 @@
-//! Write throughput of `POST /todos`, end to end, and how fast the relay drains the outbox.
+//! Write throughput of `POST /todos`, end to end, against a bare insert, and how fast the relay
+//! drains the outbox.
 //!
-//! Run with `cargo bench -p todo --bench write_throughput`. For SQLite (a temp file) and
-//! PostgreSQL (a fresh database on `BENCH_POSTGRES_URL`, default
+//! Run with `make bench-write` (or `cargo bench -p todo --bench write_throughput`). For SQLite (a
+//! temp file) and PostgreSQL (a fresh database on `BENCH_POSTGRES_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/postgres`, dropped at the end) it:
 //!
-//! 1. starts a stand-in Dapr sidecar that answers publishes with 204 and counts them;
-//! 2. starts the todo service in-process against it and sends `BENCH_REQUESTS` (default 5000)
-//!    creates from `BENCH_CONCURRENCY` (default 32) workers, after a warm-up;
-//! 3. waits until the relay has published every event (the drain);
-//! 4. runs the same load against a bare axum handler doing one `INSERT` on the same kind of
-//!    database (the baseline: what the web stack and the database cost without the service).
+//! 1. starts a stand-in Dapr sidecar that answers publishes (single and bulk) with 204 and
+//!    counts the events, and the todo service in-process against it;
+//! 2. starts the baseline beside it: a bare axum handler doing one `INSERT` per request on a
+//!    database of the same kind and settings (pragmas, pool), with the same allocator;
+//! 3. warms both up, then loads them in turn, `BENCH_RUNS` times each (default 3), with wrk in
+//!    a process of its own (`BENCH_SECONDS` per run, default 10; `BENCH_CONCURRENCY`
+//!    connections, default 32), waiting after each todo run until the relay has published
+//!    every event (the drain). The median of each figure over the runs is the result.
 //!
-//! `RELAY_*` and `DB_MAX_CONNECTIONS` pass through to the service, so their effect can be
-//! measured (`RELAY_ENABLED=false` shows what the relay costs the API).
+//! Without wrk on the PATH the load comes from workers in this process instead
+//! (`BENCH_REQUESTS` per run, default 5000), which is said in the first line.
+//! `BENCH_BACKENDS` (default `sqlite,postgres`) picks the backends. `RELAY_*`,
+//! `DB_MAX_CONNECTIONS` and `MAX_CONCURRENT_REQUESTS` pass through to the service
+//! (`RELAY_ENABLED=false` shows what the relay costs the API).
 //!
 //! Telemetry is set up as in the service (`service_kit::telemetry::init`: every request, unit of
 //! work and publish is a span with ids). With `OTEL_EXPORTER_OTLP_ENDPOINT` set the spans are
 //! exported too: `make bench-write TRACING=1` runs it against a Jaeger of its own, for the cost
 //! of export; the last lines give the process's peak RSS either way.
 //!
-//! Load generator, service and stub share the process and the machine, so absolute figures are
-//! a lower bound; the todo/baseline ratio is the figure to compare across changes.
+//! wrk, the service, the stub and the database share the machine's cores, so absolute figures
+//! move with whatever else runs; the todo/baseline ratio of one run is the figure to compare.
 
 #[path = "support/scratch.rs"]
 mod scratch;
+#[path = "support/wrk.rs"]
+mod wrk;
 
 use scratch::{Scratch, env_number as number, redact};
 
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -45,6 +54,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// The allocator the service binary runs on (services/todo/src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const WARMUP_REQUESTS: usize = 200;
 const DRAIN_DEADLINE: Duration = Duration::from_secs(120);
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -54,35 +67,47 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let telemetry = service_kit::telemetry::init("todo", false).context("setting up telemetry")?;
     println!("spans exported: {}", if telemetry.exporting() { "yes (OTEL_EXPORTER_OTLP_ENDPOINT)" } else { "no" });
-    println!(
-        "write_throughput: {} requests, {} concurrent workers, {} warm-up requests",
-        config.requests, config.concurrency, WARMUP_REQUESTS
-    );
+    match &config.load {
+        LoadGenerator::Wrk { seconds, .. } => println!(
+            "write_throughput: wrk, {} connections, {seconds} s per run, {} runs per service interleaved, \
+             after {WARMUP_REQUESTS} warm-up requests",
+            config.concurrency, config.runs
+        ),
+        LoadGenerator::InProcess { requests } => println!(
+            "write_throughput: no wrk on the PATH, so load from this process: {requests} requests per run, \
+             {} concurrent workers, {} runs per service interleaved, after {WARMUP_REQUESTS} warm-up requests",
+            config.concurrency, config.runs
+        ),
+    }
     // One client for every request: keep-alive connections, as a real caller would have.
     let client = reqwest::Client::builder().no_proxy().build().context("building the HTTP client")?;
     let mut report = Report::default();
 
-    let mut sqlite = Scratch::sqlite()?;
-    let result = bench_backend(&mut sqlite, &config, &client, &mut report).await;
-    sqlite.cleanup().await;
-    result.context("SQLite benchmark")?;
+    if config.backends.contains("sqlite") {
+        let mut sqlite = Scratch::sqlite()?;
+        let result = bench_backend(&mut sqlite, &config, &client, &mut report).await;
+        sqlite.cleanup().await;
+        result.context("SQLite benchmark")?;
+    }
 
-    match Scratch::postgres(&config.postgres_url).await {
-        Ok(mut postgres) => {
-            let result = bench_backend(&mut postgres, &config, &client, &mut report).await;
-            postgres.cleanup().await;
-            result.context("PostgreSQL benchmark")?;
-        }
-        Err(error) => {
-            let line = format!("PostgreSQL skipped: {} is unreachable ({error:#})", redact(&config.postgres_url));
-            println!("\n{line}");
-            report.notes.push(line);
+    if config.backends.contains("postgres") {
+        match Scratch::postgres(&config.postgres_url).await {
+            Ok(mut postgres) => {
+                let result = bench_backend(&mut postgres, &config, &client, &mut report).await;
+                postgres.cleanup().await;
+                result.context("PostgreSQL benchmark")?;
+            }
+            Err(error) => {
+                let line = format!("PostgreSQL skipped: {} is unreachable ({error:#})", redact(&config.postgres_url));
+                println!("\n{line}");
+                report.notes.push(line);
+            }
         }
     }
 
     report.print();
     tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
-    println!("peak RSS of the process (service, load and stub): {}", peak_rss());
+    println!("peak RSS of this process (service, stub{}): {}", config.load.in_process_note(), peak_rss());
     Ok(())
 }
 
@@ -96,27 +121,99 @@ fn peak_rss() -> String {
         .unwrap_or_else(|| "unknown (no /proc)".to_owned())
 }
 
+/// Where the measured load comes from.
+enum LoadGenerator {
+    /// wrk in a process of its own, for `seconds` per run.
+    Wrk { wrk: PathBuf, script: PathBuf, seconds: u64 },
+    /// Workers in this process, `requests` per run: when there is no wrk.
+    InProcess { requests: usize },
+}
+
+impl LoadGenerator {
+    fn in_process_note(&self) -> &'static str {
+        match self {
+            Self::Wrk { .. } => "",
+            Self::InProcess { .. } => ", load",
+        }
+    }
+
+    async fn run(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        concurrency: usize,
+        first: usize,
+    ) -> anyhow::Result<Stats> {
+        match self {
+            Self::Wrk { wrk, script, seconds } => {
+                let run = wrk::run(wrk, script, url, concurrency, Duration::from_secs(*seconds)).await?;
+                Ok(Stats::from_wrk(run))
+            }
+            Self::InProcess { requests } => {
+                Ok(Stats::from_load(run_load(client, url, first..first + requests, concurrency).await))
+            }
+        }
+    }
+}
+
 struct Config {
-    requests: usize,
+    load: LoadGenerator,
     concurrency: usize,
+    runs: usize,
+    /// `BENCH_BACKENDS` (default `sqlite,postgres`).
+    backends: String,
     postgres_url: String,
+    _scripts: tempfile_dir::TempDir,
 }
 
 impl Config {
     fn from_env() -> anyhow::Result<Self> {
-        let config = Self {
-            requests: number("BENCH_REQUESTS", 5000)?,
-            concurrency: number("BENCH_CONCURRENCY", 32)?,
-            postgres_url: std::env::var("BENCH_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into()),
+        let scripts = tempfile_dir::TempDir::new()?;
+        let load = match wrk::find() {
+            Some(wrk) => LoadGenerator::Wrk {
+                wrk,
+                script: wrk::create_script(&scripts.0)?,
+                seconds: number("BENCH_SECONDS", 10)? as u64,
+            },
+            None => LoadGenerator::InProcess { requests: number("BENCH_REQUESTS", 5000)? },
         };
-        if config.requests == 0 || config.concurrency == 0 {
-            bail!("BENCH_REQUESTS and BENCH_CONCURRENCY must be at least 1");
+        let config = Self {
+            load,
+            concurrency: number("BENCH_CONCURRENCY", 32)?,
+            runs: number("BENCH_RUNS", 3)?,
+            backends: std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into()),
+            postgres_url: std::env::var("BENCH_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into()),
+            _scripts: scripts,
+        };
+        if config.concurrency == 0 || config.runs == 0 {
+            bail!("BENCH_CONCURRENCY and BENCH_RUNS must be at least 1");
         }
         Ok(config)
     }
 }
 
-/// Runs the todo service and the baseline on fresh databases of one backend.
+/// A directory removed when dropped (wrk's script).
+mod tempfile_dir {
+    pub struct TempDir(pub std::path::PathBuf);
+
+    impl TempDir {
+        pub fn new() -> anyhow::Result<Self> {
+            let dir = std::env::temp_dir().join(format!("todo-bench-wrk-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&dir)?;
+            Ok(Self(dir))
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Runs the todo service and the baseline on fresh databases of one backend, side by side,
+/// their runs interleaved (todo, baseline, todo, …) so a drift of the machine hits both; the
+/// median of each figure over the runs is reported.
 async fn bench_backend(
     scratch: &mut Scratch,
     config: &Config,
@@ -125,18 +222,32 @@ async fn bench_backend(
 ) -> anyhow::Result<()> {
     let backend = scratch.name();
     println!("\n== {backend} ==");
-
-    let todo_url = scratch.fresh_database("todo").await?;
-    let (todo, drain) = bench_todo_service(&todo_url, config, client).await?;
-    let drain = drain.map_or_else(|| "relay disabled (RELAY_ENABLED=false)".to_owned(), |d| d.to_string());
-    println!("{backend} todo:     {todo}");
-    println!("{backend} drain:    {drain}");
-
-    let baseline_url = scratch.fresh_database("baseline").await?;
-    let baseline = bench_baseline(&baseline_url, config, client).await?;
-    println!("{backend} baseline: {baseline}");
-
-    report.notes.push(format!("{backend} drain: {drain}"));
+    let todo = TodoUnderTest::start(&scratch.fresh_database("todo").await?, config, client).await?;
+    let baseline = BaselineUnderTest::start(&scratch.fresh_database("baseline").await?, config, client).await?;
+    let (mut todo_runs, mut baseline_runs, mut drains) = (Vec::new(), Vec::new(), Vec::new());
+    let mut next = WARMUP_REQUESTS;
+    for run in 1..=config.runs {
+        let load_started = Instant::now();
+        let todo_run = config.load.run(client, &todo.endpoint, config.concurrency, next).await?;
+        let load_ended = Instant::now();
+        next += todo_run.requests as usize;
+        let drain = todo.drain(load_started, load_ended, todo_run.requests - todo_run.errors).await?;
+        let drain_text = drain.as_ref().map_or_else(|| "relay disabled".to_owned(), ToString::to_string);
+        println!("{backend} run {run} todo:     {todo_run}\n{backend} run {run} drain:    {drain_text}");
+        let baseline_run = config.load.run(client, &baseline.endpoint, config.concurrency, next).await?;
+        println!("{backend} run {run} baseline: {baseline_run}");
+        next += baseline_run.requests as usize;
+        todo_runs.push(todo_run);
+        baseline_runs.push(baseline_run);
+        drains.extend(drain);
+    }
+    todo.stop().await;
+    baseline.stop().await;
+    let (todo, baseline) = (Stats::median(todo_runs), Stats::median(baseline_runs));
+    println!("{backend} todo (median):     {todo}\n{backend} baseline (median): {baseline}");
+    for drain in &drains {
+        report.notes.push(format!("{backend} drain: {drain}"));
+    }
     report.notes.push(format!("{backend} todo/baseline: {}", Ratio(&todo, &baseline)));
     report.rows.push((backend, "todo", todo));
     report.rows.push((backend, "baseline", baseline));
@@ -147,57 +258,73 @@ async fn bench_backend(
 // The todo service, its stand-in sidecar, and the drain
 // ---------------------------------------------------------------------------------------------
 
-async fn bench_todo_service(
-    url: &str,
-    config: &Config,
-    client: &reqwest::Client,
-) -> anyhow::Result<(Stats, Option<Drain>)> {
-    let sidecar = StubSidecar::start().await?;
-    let settings = todo::config::Settings::from_lookup(|name| match name {
-        "APP_HOST" => Some("127.0.0.1".into()),
-        "APP_PORT" | "METRICS_PORT" => Some("0".into()),
-        "DATABASE_URL" => Some(url.to_owned()),
-        "DAPR_HTTP_PORT" => Some(sidecar.addr.port().to_string()),
-        _ if name.starts_with("RELAY_") || name == "DB_MAX_CONNECTIONS" => std::env::var(name).ok(),
-        _ => None,
-    })
-    .context("todo settings")?;
-    let relay_enabled = settings.relay.enabled;
-    let app = todo::startup::Application::build(settings).await.context("starting the todo service")?;
-    let endpoint = format!("http://{}/todos", app.local_addr());
-    // A handle on the service's own pools, to watch the outbox empty.
-    let db = app.database().clone();
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+struct TodoUnderTest {
+    endpoint: String,
+    sidecar: StubSidecar,
+    /// A handle on the service's own pools, to watch the outbox empty.
+    db: Database,
+    relay_enabled: bool,
+    /// Events the stub should have seen once the outbox is drained.
+    expected: std::sync::atomic::AtomicU64,
+    shutdown: CancellationToken,
+    server: JoinHandle<Result<(), service_kit::startup::StartError>>,
+}
 
-    // Warm-up: connections, prepared statements, the relay's first rounds. Drained before the
-    // measured load so the relay starts it idle.
-    let warmup = run_load(client, &endpoint, 0..WARMUP_REQUESTS, config.concurrency).await;
-    ensure_no_errors("todo warm-up", &warmup)?;
-    if relay_enabled {
-        sidecar.wait_for(WARMUP_REQUESTS as u64, DRAIN_DEADLINE).await.context("draining the warm-up events")?;
-        wait_for_empty_outbox(&db, DRAIN_DEADLINE).await.context("draining the warm-up events")?;
+impl TodoUnderTest {
+    async fn start(url: &str, config: &Config, client: &reqwest::Client) -> anyhow::Result<Self> {
+        let sidecar = StubSidecar::start().await?;
+        let settings = todo::config::Settings::from_lookup(|name| match name {
+            "APP_HOST" => Some("127.0.0.1".into()),
+            "APP_PORT" | "METRICS_PORT" => Some("0".into()),
+            "DATABASE_URL" => Some(url.to_owned()),
+            "DAPR_HTTP_PORT" => Some(sidecar.addr.port().to_string()),
+            _ if name.starts_with("RELAY_") || name == "DB_MAX_CONNECTIONS" || name == "MAX_CONCURRENT_REQUESTS" => {
+                std::env::var(name).ok()
+            }
+            _ => None,
+        })
+        .context("todo settings")?;
+        let relay_enabled = settings.relay.enabled;
+        let app = todo::startup::Application::build(settings).await.context("starting the todo service")?;
+        let endpoint = format!("http://{}/todos", app.local_addr());
+        let db = app.database().clone();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        // Warm-up: connections, prepared statements, the relay's first rounds. Drained before
+        // the measured load so the relay starts it idle.
+        let warmup = run_load(client, &endpoint, 0..WARMUP_REQUESTS, config.concurrency).await;
+        ensure_no_errors("todo warm-up", &warmup)?;
+        if relay_enabled {
+            sidecar.wait_for(WARMUP_REQUESTS as u64, DRAIN_DEADLINE).await.context("draining the warm-up events")?;
+            wait_for_empty_outbox(&db, DRAIN_DEADLINE).await.context("draining the warm-up events")?;
+        }
+        let expected = (WARMUP_REQUESTS as u64).into();
+        Ok(Self { endpoint, sidecar, db, relay_enabled, expected, shutdown, server })
     }
 
-    let measured = WARMUP_REQUESTS..WARMUP_REQUESTS + config.requests;
-    let load_started = Instant::now();
-    let load = run_load(client, &endpoint, measured, config.concurrency).await;
-    let load_ended = Instant::now();
-    let drain = if relay_enabled {
-        Some(measure_drain(&sidecar, &db, load_started, load_ended, config.requests - load.errors).await?)
-    } else {
-        None
-    };
-
-    shutdown.cancel();
-    match tokio::time::timeout(Duration::from_secs(30), server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(error))) => println!("warning: the todo service stopped with an error: {error}"),
-        Ok(Err(error)) => println!("warning: the todo service task failed: {error}"),
-        Err(_) => println!("warning: the todo service did not stop within 30 s"),
+    /// Waits until the relay published what a run created.
+    async fn drain(&self, load_started: Instant, load_ended: Instant, created: u64) -> anyhow::Result<Option<Drain>> {
+        if !self.relay_enabled {
+            return Ok(None);
+        }
+        let before = self.expected.load(Ordering::SeqCst);
+        let drain = measure_drain(&self.sidecar, &self.db, before, load_started, load_ended, created).await?;
+        // wrk does not count the requests still in flight when it stops; the service served
+        // them, so the stub's count is the one to go on from.
+        self.expected.store(self.sidecar.published(), Ordering::SeqCst);
+        Ok(Some(drain))
     }
-    sidecar.stop().await;
-    Ok((Stats::from_load(load), drain))
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        match tokio::time::timeout(Duration::from_secs(30), self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => println!("warning: the todo service stopped with an error: {error}"),
+            Ok(Err(error)) => println!("warning: the todo service task failed: {error}"),
+            Err(_) => println!("warning: the todo service did not stop within 30 s"),
+        }
+        self.sidecar.stop().await;
+    }
 }
 
 /// Waits until the stub has seen every event of the measured load (`created`: one per
@@ -205,12 +332,13 @@ async fn bench_todo_service(
 async fn measure_drain(
     sidecar: &StubSidecar,
     db: &Database,
+    before: u64,
     load_started: Instant,
     load_ended: Instant,
-    created: usize,
+    created: u64,
 ) -> anyhow::Result<Drain> {
-    let published_during_load = sidecar.published().saturating_sub(WARMUP_REQUESTS as u64);
-    let expected = (WARMUP_REQUESTS + created) as u64;
+    let published_during_load = sidecar.published().saturating_sub(before);
+    let expected = before + created;
     let last_publish = sidecar.wait_for(expected, DRAIN_DEADLINE).await.context("draining the outbox")?;
     // The relay marks an event published only after daprd answered, so the outbox empties a
     // little after the last publish. An empty outbox also proves the stub's count was not
@@ -218,7 +346,7 @@ async fn measure_drain(
     wait_for_empty_outbox(db, DRAIN_DEADLINE).await.context("draining the outbox")?;
     let outbox_empty = Instant::now();
     Ok(Drain {
-        events: created as u64,
+        events: created,
         published_during_load,
         after_load: last_publish.saturating_duration_since(load_ended),
         load_start_to_drained: last_publish.saturating_duration_since(load_started),
@@ -292,6 +420,7 @@ impl StubSidecar {
         let router = Router::new()
             .route("/v1.0/healthz/outbound", get(|| async { StatusCode::NO_CONTENT }))
             .route("/v1.0/publish/{pubsub}/{*topic}", post(stub_publish))
+            .route("/v1.0-alpha1/publish/bulk/{pubsub}/{*topic}", post(stub_bulk_publish))
             .with_state(counters.clone());
         let (addr, shutdown, server) = serve(router).await?;
         Ok(Self { addr, counters, shutdown, server })
@@ -322,41 +451,66 @@ impl StubSidecar {
 
 /// Reads the whole body (as daprd would) before answering.
 async fn stub_publish(State(counters): State<Arc<SidecarCounters>>, _body: axum::body::Bytes) -> StatusCode {
-    let nanos = counters.epoch.elapsed().as_nanos() as u64;
-    counters.last_publish_nanos.fetch_max(nanos, Ordering::SeqCst);
-    counters.published.fetch_add(1, Ordering::SeqCst);
+    counters.count(1);
     StatusCode::NO_CONTENT
+}
+
+/// Parses the entries (as daprd would) and counts each as a publish.
+async fn stub_bulk_publish(State(counters): State<Arc<SidecarCounters>>, body: axum::body::Bytes) -> StatusCode {
+    match serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(&body) {
+        Ok(entries) => {
+            counters.count(entries.len() as u64);
+            StatusCode::NO_CONTENT
+        }
+        Err(_) => StatusCode::BAD_REQUEST,
+    }
+}
+
+impl SidecarCounters {
+    fn count(&self, published: u64) {
+        let nanos = self.epoch.elapsed().as_nanos() as u64;
+        self.last_publish_nanos.fetch_max(nanos, Ordering::SeqCst);
+        self.published.fetch_add(published, Ordering::SeqCst);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // The baseline: one INSERT per request, nothing else
 // ---------------------------------------------------------------------------------------------
 
-async fn bench_baseline(url: &str, config: &Config, client: &reqwest::Client) -> anyhow::Result<Stats> {
-    // Same pool setup as the service (pragmas, single SQLite writer); its migrations run too,
-    // which is harmless.
-    let db = todo::startup::connect_database(url, 10).await.context("connecting the baseline database")?;
-    let collate = if db.backend == Backend::Postgres { r#"COLLATE "C""# } else { "" };
-    sqlx::query(&format!(
-        "CREATE TABLE bench_baseline (id TEXT {collate} PRIMARY KEY NOT NULL, user_id TEXT NOT NULL, \
-         title TEXT NOT NULL, created_at TEXT NOT NULL)"
-    ))
-    .execute(&db.writer)
-    .await
-    .context("creating bench_baseline")?;
-    let router = Router::new().route("/baseline", post(baseline_insert)).with_state(db.clone());
-    let (addr, shutdown, server) = serve(router).await?;
-    let endpoint = format!("http://{addr}/baseline");
+struct BaselineUnderTest {
+    endpoint: String,
+    db: Database,
+    shutdown: CancellationToken,
+    server: JoinHandle<()>,
+}
 
-    let warmup = run_load(client, &endpoint, 0..WARMUP_REQUESTS, config.concurrency).await;
-    ensure_no_errors("baseline warm-up", &warmup)?;
-    let measured = WARMUP_REQUESTS..WARMUP_REQUESTS + config.requests;
-    let load = run_load(client, &endpoint, measured, config.concurrency).await;
+impl BaselineUnderTest {
+    async fn start(url: &str, config: &Config, client: &reqwest::Client) -> anyhow::Result<Self> {
+        // Same pool setup as the service (pragmas, single SQLite writer); its migrations run
+        // too, which is harmless.
+        let db = todo::startup::connect_database(url, 10).await.context("connecting the baseline database")?;
+        let collate = if db.backend == Backend::Postgres { r#"COLLATE "C""# } else { "" };
+        sqlx::query(&format!(
+            "CREATE TABLE bench_baseline (id TEXT {collate} PRIMARY KEY NOT NULL, user_id TEXT NOT NULL, \
+             title TEXT NOT NULL, created_at TEXT NOT NULL)"
+        ))
+        .execute(&db.writer)
+        .await
+        .context("creating bench_baseline")?;
+        let router = Router::new().route("/baseline", post(baseline_insert)).with_state(db.clone());
+        let (addr, shutdown, server) = serve(router).await?;
+        let endpoint = format!("http://{addr}/baseline");
+        let warmup = run_load(client, &endpoint, 0..WARMUP_REQUESTS, config.concurrency).await;
+        ensure_no_errors("baseline warm-up", &warmup)?;
+        Ok(Self { endpoint, db, shutdown, server })
+    }
 
-    shutdown.cancel();
-    let _ = server.await;
-    db.close().await;
-    Ok(Stats::from_load(load))
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.server.await;
+        self.db.close().await;
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -476,8 +630,8 @@ fn ensure_no_errors(what: &str, load: &Load) -> anyhow::Result<()> {
 }
 
 struct Stats {
-    requests: usize,
-    errors: usize,
+    requests: u64,
+    errors: u64,
     first_error: Option<String>,
     throughput: f64,
     p50: Duration,
@@ -487,6 +641,37 @@ struct Stats {
 }
 
 impl Stats {
+    fn from_wrk(run: wrk::WrkRun) -> Self {
+        Self {
+            requests: run.requests,
+            errors: run.errors,
+            first_error: None,
+            throughput: run.throughput,
+            p50: run.p50,
+            p90: run.p90,
+            p99: run.p99,
+            max: run.max,
+        }
+    }
+
+    /// Each figure's median over `runs` (requests and errors summed).
+    fn median(runs: Vec<Stats>) -> Self {
+        fn middle<T: PartialOrd + Copy>(mut values: Vec<T>) -> T {
+            values.sort_by(|a, b| a.partial_cmp(b).expect("comparable figures"));
+            values[values.len() / 2]
+        }
+        Self {
+            requests: runs.iter().map(|r| r.requests).sum(),
+            errors: runs.iter().map(|r| r.errors).sum(),
+            first_error: runs.iter().find_map(|r| r.first_error.clone()),
+            throughput: middle(runs.iter().map(|r| r.throughput).collect()),
+            p50: middle(runs.iter().map(|r| r.p50).collect()),
+            p90: middle(runs.iter().map(|r| r.p90).collect()),
+            p99: middle(runs.iter().map(|r| r.p99).collect()),
+            max: middle(runs.iter().map(|r| r.max).collect()),
+        }
+    }
+
     fn from_load(mut load: Load) -> Self {
         load.latencies.sort_unstable();
         let latencies = &load.latencies;
@@ -496,8 +681,8 @@ impl Stats {
             latencies[rank.clamp(1, latencies.len()) - 1]
         };
         Self {
-            requests: latencies.len(),
-            errors: load.errors,
+            requests: latencies.len() as u64,
+            errors: load.errors as u64,
             first_error: load.first_error,
             throughput: latencies.len() as f64 / load.elapsed.as_secs_f64(),
             p50: percentile(50.0),

@@ -52,7 +52,8 @@ pub struct DaprSettings {
 pub struct RelaySettings {
     /// `RELAY_ENABLED` (default true). Off lets a replica serve the API only.
     pub enabled: bool,
-    /// `RELAY_BATCH_SIZE` (default 100): events claimed, and published concurrently, per round.
+    /// `RELAY_BATCH_SIZE` (default 500): events claimed per round, published in one bulk request
+    /// per topic (several when they add up to over 1 MiB).
     pub batch_size: u32,
     /// `RELAY_POLL_INTERVAL_MS` (default 1000): how often the relay looks for work when no
     /// commit woke it (other replicas' writes, retries that came due).
@@ -93,7 +94,7 @@ impl Settings {
                 ),
             });
         }
-        let batch_size = env.parse("RELAY_BATCH_SIZE", 100)?;
+        let batch_size = env.parse("RELAY_BATCH_SIZE", 500)?;
         if !(1..=1000).contains(&batch_size) {
             return Err(ConfigError { var: "RELAY_BATCH_SIZE", detail: "must be between 1 and 1000".into() });
         }

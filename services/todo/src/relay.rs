@@ -1,25 +1,31 @@
-//! The outbox relay: a background task that publishes pending events through the Dapr sidecar.
+//! The outbox relay: a background task that publishes pending events through the Dapr sidecar,
+//! a round at a time: claim up to `RELAY_BATCH_SIZE` events, send each topic's with one bulk
+//! publish (`POST /v1.0-alpha1/publish/bulk/…`, split to stay under 1 MiB), record the outcomes
+//! in one transaction.
 //!
 //! Guarantees (each has a test in `tests/api/relay.rs`):
-//! - at least once: an event is marked published only after daprd answered 2xx; a crash in
-//!   between means it is published again after restart (same CloudEvent id);
+//! - at least once: an event is marked published only after daprd answered 2xx for it (a bulk
+//!   answer names the entries that failed); a crash in between means it is published again
+//!   after restart (same CloudEvent id);
 //! - per-todo order: only the oldest pending event of a todo is ever claimed (see
-//!   [`queue::claim`]), so a todo's next event waits until the previous one is published;
+//!   [`queue::claim`]), so a todo's next event waits until the previous one is published, and no
+//!   request holds two events of one todo (daprd publishes a request's entries in no defined
+//!   order);
 //! - no loss: every failure (timeout, any non-2xx) is recorded with daprd's answer and retried
 //!   with capped exponential backoff and jitter; other todos keep flowing meanwhile. A sidecar
 //!   that refuses connections fails nothing: the relay waits for its outbound health and resumes
 //!   the moment it answers, with no backoff left to sit out. The log sums failures up
-//!   ([`FailureLog`]) instead of a line per event. An event daprd refuses for good (403, 404) for `RELAY_PARK_AFTER_MS` is parked
-//!   instead: kept, its todo's later events waiting behind it, until an operator retries or
-//!   discards it (`crate::http::admin`);
+//!   ([`FailureLog`]) instead of a line per event. An event daprd refuses for good (403, 404)
+//!   for `RELAY_PARK_AFTER_MS` is parked instead: kept, its todo's later events waiting behind
+//!   it, until an operator retries or discards it (`crate::http::admin`);
 //! - replicas: rows are claimed with a lease (and `FOR UPDATE SKIP LOCKED` on PostgreSQL), so
 //!   several relays share the work without double-publishing in steady state.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use dapr_events::publish::CLOUDEVENTS_JSON;
-use dapr_events::{Backoff, CloudEvent, DaprPublisher, TodoEventType};
+use dapr_events::{Backoff, BulkEntry, BulkPublishError, CloudEvent, DaprPublisher, PublishError, TodoEventType};
 use futures::StreamExt;
 use serde_json::value::RawValue;
 use service_kit::db::Database;
@@ -71,6 +77,12 @@ enum Outcome {
     /// daprd did not take the connection: nothing was handed over, no attempt is counted.
     Unreachable(String),
 }
+
+/// The most a bulk publish request carries, well under the 4 MiB daprd takes by default
+/// (`dapr.io/http-max-request-size`); a round with more of one topic sends several.
+const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// What an entry adds to its event's data: the CloudEvent attributes and the entry's own.
+const ENVELOPE_BYTES: usize = 1024;
 
 /// How often publish failures are summed up in the log while they go on.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -159,17 +171,36 @@ impl Relay {
         }
     }
 
-    /// Claims a batch and publishes it. Events in a batch belong to different todos (one head
-    /// per todo), so they are published concurrently; the outcomes are recorded together when
-    /// the last publish of the round has answered (or timed out).
+    /// Claims a batch and publishes it: one bulk publish per topic, all at once (and one per
+    /// event daprd refused last time). Events in a
+    /// batch belong to different todos (one head per todo), so no request holds two events of
+    /// one todo and the order daprd publishes a request's entries in does not matter. The
+    /// outcomes are recorded together once every request has answered (or timed out).
     pub async fn run_once(&self) -> Result<Round> {
         let now = epoch_millis();
         let lease_until = now + self.settings.lease.as_millis() as i64;
         let batch = queue::claim(&self.db, &self.owner, now, lease_until, self.settings.batch_size.into()).await?;
         let claimed = batch.len();
-        let outcomes: Vec<(Uuid, Outcome)> = futures::stream::iter(batch)
-            .map(|event| self.publish_one(event))
+        // An event daprd refused last time goes alone: a refusal answers for a whole request,
+        // and it should not hold back the others.
+        // A request stays under MAX_REQUEST_BYTES (daprd refuses bodies over 4 MiB by default).
+        let mut requests: BTreeMap<(String, Option<Uuid>, usize), Vec<StoredEvent>> = BTreeMap::new();
+        let mut filling: HashMap<String, (usize, usize)> = HashMap::new();
+        for event in batch {
+            let alone = event.refused.then_some(event.event_id);
+            let size = event.payload.len() + ENVELOPE_BYTES;
+            let (request, bytes) = filling.entry(event.topic.clone()).or_default();
+            if alone.is_none() && *bytes > 0 && *bytes + size > MAX_REQUEST_BYTES {
+                (*request, *bytes) = (*request + 1, 0);
+            }
+            *bytes += if alone.is_none() { size } else { 0 };
+            let request = if alone.is_none() { *request } else { 0 };
+            requests.entry((event.topic.clone(), alone, request)).or_default().push(event);
+        }
+        let outcomes: Vec<(Uuid, Outcome)> = futures::stream::iter(requests)
+            .map(|((topic, ..), events)| self.publish_topic(topic, events))
             .buffer_unordered(self.settings.batch_size as usize)
+            .flat_map(futures::stream::iter)
             .collect()
             .await;
         let mut round = Round { claimed, ..Round::default() };
@@ -201,44 +232,83 @@ impl Relay {
         Ok(round)
     }
 
-    /// Publishes one event in a producer span of the event's trace.
-    async fn publish_one(&self, event: StoredEvent) -> (Uuid, Outcome) {
-        let span = publish_span(&event);
-        (event.event_id, self.publish_in_span(event).instrument(span).await)
+    /// Publishes one topic's events in one bulk request, in a producer span linked to each
+    /// event's creation context (the span that wrote it), so an operator finds the publish from
+    /// the todo's trace and the todo from the publish. Every delivery of an event continues the
+    /// event's own context, which its envelope carries (see [`cloud_event`]).
+    async fn publish_topic(&self, topic: String, events: Vec<StoredEvent>) -> Vec<(Uuid, Outcome)> {
+        let span = telemetry::batch_producer_span(&topic, events.len());
+        for event in &events {
+            if let Some(traceparent) = &event.traceparent {
+                trace_context::link(&span, traceparent);
+            }
+        }
+        self.publish_in_span(&topic, events).instrument(span).await
     }
 
-    async fn publish_in_span(&self, event: StoredEvent) -> Outcome {
-        let body = serde_json::to_vec(&cloud_event(&event, &self.source)).expect("a CloudEvent serialises");
-        let todo_id = event.todo_id.to_string();
-        // daprd's publish span is this span's child: the header names this span. The envelope
-        // keeps the context the event was written in (see `cloud_event`).
+    async fn publish_in_span(&self, topic: &str, events: Vec<StoredEvent>) -> Vec<(Uuid, Outcome)> {
+        let entries: Vec<BulkEntry> = events
+            .iter()
+            .map(|event| BulkEntry {
+                entry_id: event.event_id.to_string(),
+                event: serde_json::value::to_raw_value(&cloud_event(event, &self.source))
+                    .expect("a CloudEvent serialises"),
+                partition_key: Some(event.todo_id.to_string()),
+            })
+            .collect();
+        // daprd's spans for the request are children of this one: the header names it.
         let producer = trace_context::current();
         let started = Instant::now();
-        let outcome = self
-            .publisher
-            .publish_bytes(
-                &event.topic,
-                CLOUDEVENTS_JSON,
-                body,
-                Some(&todo_id),
-                producer.as_ref().map(|p| p.traceparent.as_str()),
-            )
-            .await;
+        let outcome =
+            self.publisher.publish_bulk(topic, &entries, producer.as_ref().map(|p| p.traceparent.as_str())).await;
         metrics::histogram!(PUBLISH_DURATION).record(started.elapsed());
-        let Err(error) = outcome else {
-            tracing::debug!(event_id = %event.event_id, topic = %event.topic, "published");
-            metrics::counter!(PUBLISHES, "outcome" => "published").increment(1);
-            return Outcome::Published;
+        let failed: HashMap<String, String> = match outcome {
+            Ok(()) => HashMap::new(),
+            Err(BulkPublishError::Entries { failed, error }) => {
+                tracing::debug!(%error, failed = failed.len(), "some entries were not published");
+                let code = match &error {
+                    PublishError::Rejected { status, error_code, .. } => {
+                        format!("{status} {}", error_code.as_deref().unwrap_or("(no error code)"))
+                    }
+                    other => other.to_string(),
+                };
+                failed
+                    .into_iter()
+                    .map(|(id, entry_error)| (id, format!("daprd answered {code}: {entry_error}")))
+                    .collect()
+            }
+            Err(BulkPublishError::Request(error)) => {
+                tracing::Span::current().record("otel.status_code", "ERROR");
+                if error.is_unreachable() {
+                    tracing::debug!(%error, "not published: the sidecar is unreachable");
+                    return events.iter().map(|e| (e.event_id, Outcome::Unreachable(error.to_string()))).collect();
+                }
+                let (message, refused, permanent) = (error.to_string(), error.is_refusal(), error.is_permanent());
+                return events.iter().map(|e| (e.event_id, self.failure(e, &message, refused, permanent))).collect();
+            }
         };
-        tracing::Span::current().record("otel.status_code", "ERROR");
-        if error.is_unreachable() {
-            tracing::debug!(event_id = %event.event_id, %error, "not published: the sidecar is unreachable");
-            return Outcome::Unreachable(error.to_string());
+        if !failed.is_empty() {
+            tracing::Span::current().record("otel.status_code", "ERROR");
         }
+        tracing::debug!(events = events.len(), failed = failed.len(), "published");
+        events
+            .iter()
+            .map(|event| match failed.get(&event.event_id.to_string()) {
+                None => {
+                    metrics::counter!(PUBLISHES, "outcome" => "published").increment(1);
+                    (event.event_id, Outcome::Published)
+                }
+                // The broker failed this one after the component's retries: transient.
+                Some(message) => (event.event_id, self.failure(event, message, false, false)),
+            })
+            .collect()
+    }
+
+    /// A failed attempt at `event`, retried after its backoff.
+    fn failure(&self, event: &StoredEvent, message: &str, refused: bool, permanent: bool) -> Outcome {
         metrics::counter!(PUBLISHES, "outcome" => "failed").increment(1);
         let attempt = u32::try_from(event.attempts).unwrap_or(u32::MAX);
         let retry_in = Backoff::new(self.settings.retry_initial, self.settings.retry_max).delay(attempt);
-        let message = error.to_string();
         tracing::debug!(
             event_id = %event.event_id, todo_id = %event.todo_id, topic = %event.topic,
             attempt = attempt + 1, retry_in_ms = retry_in.as_millis() as u64, error = %message, "publish failed"
@@ -248,12 +318,12 @@ impl Relay {
             attempt: FailedAttempt {
                 event_id: event.event_id,
                 next_attempt_ms: now + retry_in.as_millis() as i64,
-                error: message,
-                refused_at: error.is_refusal().then_some(now),
+                error: message.to_owned(),
+                refused_at: refused.then_some(now),
             },
             retry_in,
-            permanent: error.is_permanent(),
-            topic: event.topic,
+            permanent,
+            topic: event.topic.clone(),
         }
     }
 
@@ -348,18 +418,9 @@ impl FailureLog {
 
 /// Publishes by outcome: `published`, `failed` (to be retried) or `parked`.
 pub const PUBLISHES: &str = "dapr_todo_relay_publishes_total";
-/// How long daprd took to answer a publish, whatever the answer.
+/// How long daprd took to answer a publish request (one topic's events of a round), whatever
+/// the answer.
 pub const PUBLISH_DURATION: &str = "dapr_todo_relay_publish_duration_seconds";
-
-/// The producer span of one publish, a child of the span that wrote the event, so a todo's
-/// trace runs from the request through the publish to every delivery.
-fn publish_span(event: &StoredEvent) -> tracing::Span {
-    let span = telemetry::producer_span(&event.topic, &event.event_id.to_string());
-    if let Some(traceparent) = &event.traceparent {
-        trace_context::continue_from(&span, traceparent, event.tracestate.as_deref());
-    }
-    span
-}
 
 fn epoch_millis() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)

@@ -140,3 +140,42 @@ async fn a_restarted_consumer_continues_from_its_committed_offset() {
     sidecar.stop().await;
     publisher.stop().await;
 }
+
+/// The relay's bulk publish on Kafka (native: one producer batch): each entry's
+/// `metadata.partitionKey` is its record key, so a todo's events, one per request, stay on one
+/// partition in the order the requests were made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_entries_are_keyed_by_their_own_partition_key() {
+    let topic = unique("kafka-bulk");
+    create_topic(&topic).await;
+    let resources = TempDir::new();
+    resources.write("pubsub.yaml", &kafka_component(""));
+    let (app, sidecar) = consumer(&topic, &unique("kafka-app"), &resources).await;
+    for n in 0..5 {
+        let entries: Vec<_> = ["todo-a", "todo-b", "todo-c"]
+            .iter()
+            .map(|key| {
+                let event = json!({"id": format!("{key}-{n}"), "source": "todo", "type": "t", "specversion": "1.0", "data": {"key": key, "n": n}});
+                json!({"entryId": key, "event": event, "contentType": "application/cloudevents+json", "metadata": {"partitionKey": key}})
+            })
+            .collect();
+        let response = sidecar
+            .http
+            .post(format!("{}/v1.0-alpha1/publish/bulk/pubsub/{topic}", sidecar.url))
+            .header("content-type", "application/json")
+            .body(serde_json::Value::from(entries).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
+    }
+    let deliveries = app.wait_for_deliveries(15).await;
+    for key in ["todo-a", "todo-b", "todo-c"] {
+        let mine: Vec<_> = deliveries.iter().filter(|d| d.json()["data"]["key"] == key).collect();
+        assert!(mine.iter().all(|d| d.headers["__key"] == key), "{key}'s entries are keyed by it");
+        let order: Vec<i64> = mine.iter().map(|d| d.json()["data"]["n"].as_i64().unwrap()).collect();
+        assert_eq!(order, (0..5).collect::<Vec<_>>(), "{key}'s events arrive in request order");
+        assert_eq!(mine[0].json()["id"], format!("{key}-0"), "the CloudEvent id is kept");
+    }
+    sidecar.stop().await;
+}

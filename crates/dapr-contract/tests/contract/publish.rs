@@ -190,3 +190,58 @@ async fn envelopes_follow_daprds_rules_per_content_type() {
     assert_eq!(stored[6]["data"], r#"{"a":1}"#);
     sidecar.stop().await;
 }
+
+/// The relay's bulk publish (`dapr_events::DaprPublisher::publish_bulk`): each CloudEvent entry
+/// is stored as a single publish would store it, and what daprd refuses as a whole answers as
+/// a single publish would.
+#[tokio::test]
+async fn bulk_publish_stores_each_cloudevent_as_a_single_publish_would() {
+    let (sidecar, _resources) = sidecar_without_app(None).await;
+    let topic = unique("bulk");
+    let request_trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let event_trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let bulk = |pubsub: &str, entries: Value| {
+        sidecar
+            .http
+            .post(format!("{}/v1.0-alpha1/publish/bulk/{pubsub}/{topic}", sidecar.url))
+            .header("content-type", "application/json")
+            .header("traceparent", request_trace)
+            .body(entries.to_string())
+            .send()
+    };
+    let event = |id: &str, trace: Option<&str>| {
+        let mut event = json!({"id": id, "source": "todo", "type": "t", "specversion": "1.0", "data": {"id": id}});
+        if let Some(trace) = trace {
+            event["traceid"] = json!(trace);
+            event["traceparent"] = json!(trace);
+        }
+        event
+    };
+    let entries = json!([
+        {"entryId": "1", "event": event("event-1", Some(event_trace)), "contentType": "application/cloudevents+json", "metadata": {"partitionKey": "todo-1"}},
+        {"entryId": "2", "event": event("event-2", None), "contentType": "application/cloudevents+json", "metadata": {"partitionKey": "todo-2"}},
+    ]);
+    let published = bulk("pubsub", entries.clone()).await.unwrap();
+    assert_eq!(published.status(), 204);
+    assert!(published.bytes().await.unwrap().is_empty());
+
+    let stored = stored_envelopes(&topic).await;
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    let by_id = |id: &str| stored.iter().find(|e| e["id"] == id).unwrap_or_else(|| panic!("{id} in {stored:?}"));
+    assert_eq!(by_id("event-1")["traceparent"], event_trace, "an entry's own trace context is kept");
+    assert_eq!(by_id("event-1")["data"], json!({"id": "event-1"}));
+    assert_eq!(by_id("event-1")["topic"], topic.as_str());
+    // Without one, the entry gets daprd's producer span for it, a child of the request's; this
+    // daprd records no spans (no tracing Configuration), so that is the request's context.
+    assert_eq!(by_id("event-2")["traceparent"], request_trace);
+
+    let unknown = bulk("nope", entries).await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(unknown.json::<Value>().await.unwrap()["errorCode"], "ERR_PUBSUB_NOT_FOUND");
+    let no_entry_id =
+        bulk("pubsub", json!([{"event": event("e", None), "contentType": "application/cloudevents+json"}]));
+    let no_entry_id = no_entry_id.await.unwrap();
+    assert_eq!(no_entry_id.status(), 400);
+    assert_eq!(no_entry_id.json::<Value>().await.unwrap()["errorCode"], "ERR_PUBSUB_EVENTS_SER");
+    sidecar.stop().await;
+}

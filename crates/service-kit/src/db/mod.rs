@@ -90,21 +90,27 @@ impl Database {
         let url = absolute.as_str();
         let options = parse_url(url)?;
         let pool_options = || {
-            AnyPoolOptions::new().acquire_timeout(Duration::from_secs(5)).after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    if conn.backend_name() == "SQLite" {
-                        // WAL lets readers run while the writer commits; NORMAL synchronous is
-                        // durable across application crashes (only an OS crash can lose the
-                        // last commits), and busy_timeout covers other processes on the file.
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+            // No ping before every acquire (sqlx's default): on PostgreSQL that is a round trip
+            // per statement outside a transaction, a tenth of the service's CPU under load. A
+            // connection that broke while idle fails its next statement instead, which sqlx
+            // then closes; callers already treat that as the database being unavailable.
+            AnyPoolOptions::new().acquire_timeout(Duration::from_secs(5)).test_before_acquire(false).after_connect(
+                |conn, _meta| {
+                    Box::pin(async move {
+                        if conn.backend_name() == "SQLite" {
+                            // WAL lets readers run while the writer commits; NORMAL synchronous is
+                            // durable across application crashes (only an OS crash can lose the
+                            // last commits), and busy_timeout covers other processes on the file.
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                              PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
-                        )
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
+                            )
+                            .await?;
+                        }
+                        Ok(())
+                    })
+                },
+            )
         };
         let database = match backend {
             Backend::Sqlite => {

@@ -115,46 +115,90 @@ impl Jaeger {
 
     /// The spans of `trace_id` Jaeger holds so far (none when it knows no such trace).
     pub async fn trace(&self, trace_id: &str) -> Vec<Span> {
-        let response = self.http.get(format!("{}/api/traces/{trace_id}", self.query_url)).send().await;
+        self.traces(&format!("{}/api/traces/{trace_id}", self.query_url)).await.into_iter().flatten().collect()
+    }
+
+    /// The traces holding a span of `service` named `operation`, each as its spans; empty
+    /// while none has arrived.
+    pub async fn search(&self, service: &str, operation: &str) -> Vec<Vec<Span>> {
+        let mut url = reqwest::Url::parse(&format!("{}/api/traces", self.query_url)).expect("a URL");
+        url.query_pairs_mut()
+            .append_pair("service", service)
+            .append_pair("operation", operation)
+            .append_pair("lookback", "1h")
+            .append_pair("limit", "100");
+        self.traces(url.as_str()).await
+    }
+
+    async fn traces(&self, url: &str) -> Vec<Vec<Span>> {
+        let response = self.http.get(url).send().await;
         let Ok(response) = response.and_then(|r| r.error_for_status()) else { return Vec::new() };
         let Ok(found) = response.json::<Found>().await else { return Vec::new() };
         found
             .data
             .into_iter()
-            .flat_map(|trace| {
+            .map(|trace| {
                 let processes = trace.processes;
-                trace.spans.into_iter().map(move |span| {
-                    let process = processes.get(&span.process_id);
-                    let service = process.map(|p| p.service_name.clone()).unwrap_or_default();
-                    let language = process
-                        .and_then(|p| p.tags.iter().find(|t| t.key == "telemetry.sdk.language"))
-                        .and_then(|t| t.value.as_str().map(str::to_owned))
-                        .unwrap_or_default();
-                    let tag = |key: &str| {
-                        span.tags.iter().find(|t| t.key == key).and_then(|t| t.value.as_str().map(str::to_owned))
-                    };
-                    Span {
-                        service,
-                        language,
-                        kind: tag("span.kind").unwrap_or_else(|| "internal".to_owned()),
-                        parent: span.references.iter().find(|r| r.ref_type == "CHILD_OF").map(|r| r.span_id.clone()),
-                        links: span
-                            .references
-                            .iter()
-                            .filter(|r| r.ref_type == "FOLLOWS_FROM")
-                            .map(|r| r.span_id.clone())
-                            .collect(),
-                        name: span.operation_name,
-                        span_id: span.span_id,
-                    }
-                })
+                trace
+                    .spans
+                    .into_iter()
+                    .map(|span| {
+                        let process = processes.get(&span.process_id);
+                        let service = process.map(|p| p.service_name.clone()).unwrap_or_default();
+                        let language = process
+                            .and_then(|p| p.tags.iter().find(|t| t.key == "telemetry.sdk.language"))
+                            .and_then(|t| t.value.as_str().map(str::to_owned))
+                            .unwrap_or_default();
+                        let tag = |key: &str| {
+                            span.tags.iter().find(|t| t.key == key).and_then(|t| t.value.as_str().map(str::to_owned))
+                        };
+                        Span {
+                            service,
+                            language,
+                            kind: tag("span.kind").unwrap_or_else(|| "internal".to_owned()),
+                            parent: span
+                                .references
+                                .iter()
+                                .find(|r| r.ref_type == "CHILD_OF")
+                                .map(|r| r.span_id.clone()),
+                            links: span
+                                .references
+                                .iter()
+                                .filter(|r| r.ref_type == "FOLLOWS_FROM")
+                                .map(|r| r.span_id.clone())
+                                .collect(),
+                            name: span.operation_name,
+                            trace_id: span.trace_id,
+                            span_id: span.span_id,
+                        }
+                    })
+                    .collect()
             })
             .collect()
     }
 
-    /// Polls until `complete` holds of the trace's spans (exporters batch: spans arrive in
-    /// pieces, daprd's every few seconds), and returns them; fails the test with what arrived
-    /// after `deadline`.
+    /// Polls [`Jaeger::search`] until one of the traces satisfies `wanted`; that trace.
+    pub async fn wait_for_search(
+        &self,
+        service: &str,
+        operation: &str,
+        deadline: Duration,
+        wanted: impl Fn(&[Span]) -> bool,
+    ) -> Vec<Span> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let traces = self.search(service, operation).await;
+            if let Some(found) = traces.iter().find(|spans| wanted(spans)) {
+                return found.clone();
+            }
+            assert!(
+                started.elapsed() < deadline,
+                "no trace with {service}'s {operation:?} as wanted after {deadline:?}: {traces:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     pub async fn wait_for_trace(
         &self,
         trace_id: &str,
@@ -176,6 +220,7 @@ impl Jaeger {
 /// One span as the test reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Span {
+    pub trace_id: String,
     pub service: String,
     /// The SDK's language (`telemetry.sdk.language`): `rust` for the services; daprd, which
     /// reports under its app id as well, sends none.
@@ -205,6 +250,8 @@ struct JaegerTrace {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct JaegerSpan {
+    #[serde(rename = "traceID")]
+    trace_id: String,
     #[serde(rename = "spanID")]
     span_id: String,
     operation_name: String,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use dapr_events::{TodoEventData, TodoEventType, timestamp};
 use service_kit::db::column;
-use service_kit::db::dialect::{AnyQuery, value_rows};
+use service_kit::db::dialect::{AnyQuery, PerRowCount, value_rows};
 use service_kit::trace_context::{self, W3cContext};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, AnyPool, Row};
@@ -191,10 +191,15 @@ async fn insert_all(conn: &mut AnyConnection, events: &[&NewEvent]) -> Result<()
     if events.is_empty() {
         return Ok(());
     }
-    let rows = value_rows(1, INSERT_COLUMN_COUNT, events.len());
-    let history = format!("INSERT INTO outbox_events ({INSERT_COLUMNS}) VALUES {rows}");
+    static HISTORY: PerRowCount = PerRowCount::new(64, |rows| {
+        format!("INSERT INTO outbox_events ({INSERT_COLUMNS}) VALUES {}", value_rows(1, INSERT_COLUMN_COUNT, rows))
+    });
+    static QUEUE: PerRowCount = PerRowCount::new(64, |rows| {
+        format!("INSERT INTO outbox_queue ({QUEUE_COLUMNS}) VALUES {}", value_rows(1, 3, rows))
+    });
+    let history = HISTORY.get(events.len());
     events.iter().fold(sqlx::query(&history), |query, event| bind_event(query, event)).execute(&mut *conn).await?;
-    let queue = format!("INSERT INTO outbox_queue ({QUEUE_COLUMNS}) VALUES {}", value_rows(1, 3, events.len()));
+    let queue = QUEUE.get(events.len());
     events
         .iter()
         .fold(sqlx::query(&queue), |query, event| {
@@ -224,6 +229,8 @@ pub struct StoredEvent {
     /// Set when an operator gave up on a parked event: it was never published.
     pub discarded_at: Option<DateTime<Utc>>,
     pub attempts: i64,
+    /// Claimed events only: daprd refused it for good on its last attempt (`queue::claim`).
+    pub refused: bool,
 }
 
 const EVENT_COLUMNS: &str = "event_id, todo_id, seq, event_type, topic, payload, created_at, traceparent, \
@@ -246,6 +253,7 @@ impl StoredEvent {
             published_at: column::optional_time(row, "published_at")?,
             discarded_at: column::optional_time(row, "discarded_at")?,
             attempts: row.try_get("attempts")?,
+            refused: false,
         })
     }
 }

@@ -42,9 +42,12 @@ pub async fn claim(
         return Ok(Vec::new());
     }
     // The queue's attempt count drives the backoff; the history row's copy is for operators.
-    let attempts: HashMap<String, i64> = claimed
+    let attempts: HashMap<String, (i64, bool)> = claimed
         .iter()
-        .map(|row| Ok((row.try_get("event_id")?, row.try_get("attempts")?)))
+        .map(|row| {
+            let refused: Option<i64> = row.try_get("refused_since")?;
+            Ok((row.try_get("event_id")?, (row.try_get("attempts")?, refused.is_some())))
+        })
         .collect::<Result<_, sqlx::Error>>()?;
     let ids: Vec<String> = attempts.keys().cloned().collect();
     let select =
@@ -52,7 +55,9 @@ pub async fn claim(
     let rows = bind_all(sqlx::query(&select), &ids).fetch_all(&db.reader).await?;
     let mut events = rows.iter().map(StoredEvent::from_row).collect::<Result<Vec<_>, _>>()?;
     for event in &mut events {
-        event.attempts = attempts.get(&event.event_id.to_string()).copied().unwrap_or(event.attempts);
+        if let Some(&(attempts, refused)) = attempts.get(&event.event_id.to_string()) {
+            (event.attempts, event.refused) = (attempts, refused);
+        }
     }
     // RETURNING has no defined order; publish oldest first.
     events.sort_by_key(|e| e.event_id);
@@ -74,7 +79,7 @@ pub fn claim_sql(backend: Backend) -> String {
              LIMIT $2{lock}) \
          UPDATE outbox_queue SET lease_owner = $3, lease_expires_at = $4 \
          WHERE event_id IN (SELECT event_id FROM claimable) \
-         RETURNING event_id, attempts"
+         RETURNING event_id, attempts, refused_since"
     )
 }
 

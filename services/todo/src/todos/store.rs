@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use dapr_events::{TodoStatus, timestamp};
 use service_kit::db::column;
-use service_kit::db::dialect::{AnyQuery, Backend, value_rows};
+use service_kit::db::dialect::{AnyQuery, Backend, PerRowCount, value_rows};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
@@ -117,13 +117,16 @@ pub fn bind_row<'q>(query: AnyQuery<'q>, todo: &'q Todo) -> AnyQuery<'q> {
         .bind(format_optional(todo.completed_at))
 }
 
+static INSERT: PerRowCount = PerRowCount::new(64, |rows| {
+    format!("INSERT INTO todos ({INSERT_COLUMNS}) VALUES {}", value_rows(1, INSERT_COLUMN_COUNT, rows))
+});
+
 /// Inserts new todos, all in one statement.
 pub async fn insert_all(conn: &mut AnyConnection, todos: &[&Todo]) -> Result<()> {
     if todos.is_empty() {
         return Ok(());
     }
-    let sql =
-        format!("INSERT INTO todos ({INSERT_COLUMNS}) VALUES {}", value_rows(1, INSERT_COLUMN_COUNT, todos.len()));
+    let sql = INSERT.get(todos.len());
     todos.iter().fold(sqlx::query(&sql), |query, todo| bind_row(query, todo)).execute(&mut *conn).await?;
     Ok(())
 }

@@ -15,7 +15,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::Value;
+use serde_json::{Value, json};
 use service_kit::db::Database;
 use service_kit::startup::StartError;
 use todo::config::Settings;
@@ -106,6 +106,7 @@ impl FakeSidecar {
         let app = Router::new()
             .route("/v1.0/healthz/outbound", get(outbound_health))
             .route("/v1.0/publish/{pubsub}/{*topic}", post(publish))
+            .route("/v1.0-alpha1/publish/bulk/{pubsub}/{*topic}", post(publish_bulk))
             .with_state(self.state.clone());
         self.server = Some(tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -217,6 +218,65 @@ async fn publish(
     } else {
         (status, [("content-type", "application/json")], DAPR_PUBLISH_ERROR).into_response()
     }
+}
+
+/// A bulk publish, answered entry by entry as daprd does: each entry is recorded as the single
+/// publish it stands for (its `event` as the body, its partition key as the query) and the
+/// responder decides its status. All accepted: 204. A refusal (401, 403, 404), which daprd
+/// makes for a request as a whole: that status for every entry. Else 500 naming the failed
+/// entries in `failedEntries`, the others published.
+async fn publish_bulk(
+    State(state): State<SidecarState>,
+    Path((pubsub, topic)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let entries: Vec<Value> = serde_json::from_slice(&body).expect("a bulk publish body is a JSON array");
+    let responder = state.responder.lock().unwrap().clone();
+    let mut records = Vec::new();
+    let mut statuses = Vec::new();
+    for entry in &entries {
+        assert_eq!(entry["contentType"], "application/cloudevents+json", "{entry}");
+        let query = entry["metadata"]["partitionKey"].as_str().map(|key| format!("metadata.partitionKey={key}"));
+        let event = serde_json::to_vec(&entry["event"]).unwrap();
+        let record = Recorded {
+            pubsub: pubsub.clone(),
+            topic: topic.clone(),
+            query,
+            headers: headers.clone(),
+            body: event.into(),
+            answered: StatusCode::NO_CONTENT,
+        };
+        let call = state.calls.fetch_add(1, Ordering::SeqCst);
+        statuses.push(responder(&record, call));
+        records.push(record);
+    }
+    if statuses.iter().any(Option::is_none) {
+        for mut record in records {
+            record.answered = StatusCode::GATEWAY_TIMEOUT;
+            state.recorded.lock().unwrap().push(record);
+        }
+        std::future::pending::<()>().await;
+        unreachable!();
+    }
+    let statuses: Vec<StatusCode> = statuses.into_iter().flatten().collect();
+    let refusal = statuses.iter().copied().find(|s| [401, 403, 404].contains(&s.as_u16()));
+    let mut failed = Vec::new();
+    for ((record, status), entry) in records.iter_mut().zip(&statuses).zip(&entries) {
+        record.answered = refusal.unwrap_or(*status);
+        if !record.answered.is_success() {
+            failed.push(json!({"entryId": entry["entryId"], "error": "broker down"}));
+        }
+    }
+    state.recorded.lock().unwrap().extend(records);
+    if let Some(status) = refusal {
+        return (status, [("content-type", "application/json")], DAPR_PUBLISH_ERROR).into_response();
+    }
+    if failed.is_empty() {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let answer = json!({"failedEntries": failed, "errorCode": "ERR_PUBSUB_PUBLISH_MESSAGE"});
+    (StatusCode::INTERNAL_SERVER_ERROR, [("content-type", "application/json")], answer.to_string()).into_response()
 }
 
 /// The todo app running in-process against a test database and a stand-in sidecar.
