@@ -259,27 +259,19 @@ pub fn with_request_spans(router: Router) -> Router {
     )
 }
 
-/// The producer span of one publish through daprd (OpenTelemetry's messaging conventions). Its
-/// caller gives it its parent (`crate::trace_context`) and sends its `traceparent` to daprd.
-pub fn producer_span(topic: &str, message_id: &str) -> Span {
-    tracing::info_span!(
-        "publish",
-        otel.name = format!("publish {topic}"),
-        otel.kind = "producer",
-        otel.status_code = tracing::field::Empty,
-        messaging.system = "dapr",
-        messaging.operation.type = "send",
-        messaging.destination.name = topic,
-        messaging.message.id = message_id,
-    )
+/// What a publish sends: one message (by id), or a batch of several.
+#[derive(Debug, Clone, Copy)]
+pub enum Messages<'a> {
+    One(&'a str),
+    Batch(usize),
 }
 
-/// The producer span of one publish of several messages at once (OpenTelemetry's messaging
-/// conventions for batch sending): a trace of its own, which its caller links to each message's
-/// creation context; daprd's spans for the request are its children.
-pub fn batch_producer_span(topic: &str, messages: usize) -> Span {
-    tracing::info_span!(
-        parent: None,
+/// The producer span of one publish through daprd (OpenTelemetry's messaging conventions),
+/// whose `traceparent` its caller sends to daprd. One message's span is a child of what caused
+/// it (its caller gives it its parent: `crate::trace_context`); a batch's serves many, so it is
+/// a trace of its own, which its caller links to each message's creation context.
+pub fn producer_span(topic: &str, messages: Messages<'_>) -> Span {
+    let span = tracing::info_span!(
         "publish",
         otel.name = format!("publish {topic}"),
         otel.kind = "producer",
@@ -287,8 +279,14 @@ pub fn batch_producer_span(topic: &str, messages: usize) -> Span {
         messaging.system = "dapr",
         messaging.operation.type = "send",
         messaging.destination.name = topic,
-        messaging.batch.message_count = messages,
-    )
+        messaging.message.id = tracing::field::Empty,
+        messaging.batch.message_count = tracing::field::Empty,
+    );
+    match messages {
+        Messages::One(id) => span.record("messaging.message.id", id),
+        Messages::Batch(count) => span.record("messaging.batch.message_count", count),
+    };
+    span
 }
 
 /// The consumer span of one delivery's processing (OpenTelemetry's messaging conventions); the

@@ -29,7 +29,8 @@ use dapr_events::{Backoff, BulkEntry, BulkPublishError, CloudEvent, DaprPublishe
 use futures::StreamExt;
 use serde_json::value::RawValue;
 use service_kit::db::Database;
-use service_kit::{telemetry, trace_context};
+use service_kit::telemetry::{self, Messages};
+use service_kit::trace_context;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -237,7 +238,7 @@ impl Relay {
     /// the todo's trace and the todo from the publish. Every delivery of an event continues the
     /// event's own context, which its envelope carries (see [`cloud_event`]).
     async fn publish_topic(&self, topic: String, events: Vec<StoredEvent>) -> Vec<(Uuid, Outcome)> {
-        let span = telemetry::batch_producer_span(&topic, events.len());
+        let span = telemetry::producer_span(&topic, Messages::Batch(events.len()));
         for event in &events {
             if let Some(traceparent) = &event.traceparent {
                 trace_context::link(&span, traceparent);

@@ -15,7 +15,8 @@ use serde_json::Value;
 use service_kit::openapi::AdminProblems;
 use service_kit::pagination::{Page, PageRequest};
 use service_kit::problem::{FieldError, PathText, Problem};
-use service_kit::{telemetry, trace_context};
+use service_kit::telemetry::{self, Messages};
+use service_kit::trace_context;
 use tracing::Instrument;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -132,7 +133,7 @@ async fn replay(State(admin): State<Admin>, PathText(raw): PathText) -> Result<J
     let body = serde_json::to_vec(&letter.event).expect("JSON serialises");
     // The replay is published in the operator's request trace, linked to the event's own trace;
     // the envelope keeps the event's trace context, so its new delivery joins the original trace.
-    let span = telemetry::producer_span(&letter.topic, &letter.event_id);
+    let span = telemetry::producer_span(&letter.topic, Messages::One(&letter.event_id));
     if let Some(original) = letter.event.get("traceparent").and_then(Value::as_str) {
         trace_context::link(&span, original);
     }

@@ -147,15 +147,16 @@ async fn keeps_per_todo_order_under_concurrent_writers(backend: Backend) {
 
 async fn retries_failed_publishes_without_loss_while_other_todos_flow(backend: Backend) {
     let (app, sidecar) = TestApp::spawn(backend).await;
-    // Hold the stand-in so it fails the first todo until the second todo's three events are in.
-    let blocked_todo: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    // Hold the stand-in so it fails the first todo (its titles: "blocked", "b1", "b2") until the
+    // second todo's three events are in. Told apart by title, which the events carry from the
+    // start: the relay may publish a create before its response reaches the test.
     let other_accepted = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(AtomicUsize::new(0));
     sidecar.respond_with({
-        let (blocked_todo, other_accepted, failures) = (blocked_todo.clone(), other_accepted.clone(), failures.clone());
+        let (other_accepted, failures) = (other_accepted.clone(), failures.clone());
         move |record, _| {
-            let blocked = blocked_todo.lock().unwrap().clone();
-            if blocked.as_deref() == Some(record.todo_id().as_str()) {
+            let title = record.json()["data"]["title"].as_str().unwrap_or_default().to_owned();
+            if ["blocked", "b1", "b2"].contains(&title.as_str()) {
                 if other_accepted.load(Ordering::SeqCst) < 3 {
                     failures.fetch_add(1, Ordering::SeqCst);
                     return Some(if failures.load(Ordering::SeqCst) % 2 == 0 {
@@ -171,7 +172,6 @@ async fn retries_failed_publishes_without_loss_while_other_todos_flow(backend: B
         }
     });
     let first = app.create_todo("u", "blocked").await["id"].as_str().unwrap().to_owned();
-    *blocked_todo.lock().unwrap() = Some(first.clone());
     // Queue two more events behind the failing one before anything else happens.
     for title in ["b1", "b2"] {
         app.patch_json(&format!("/todos/{first}"), &json!({"title": title})).await;
