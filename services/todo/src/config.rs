@@ -52,9 +52,14 @@ pub struct DaprSettings {
 pub struct RelaySettings {
     /// `RELAY_ENABLED` (default true). Off lets a replica serve the API only.
     pub enabled: bool,
-    /// `RELAY_BATCH_SIZE` (default 500): events claimed per round, published in one bulk request
+    /// `RELAY_BATCH_SIZE` (default 1000): events claimed per round, published in one bulk request
     /// per topic (several when they add up to over 1 MiB).
     pub batch_size: u32,
+    /// `RELAY_WORKERS` (default 2): rounds in flight at once. While one round waits for daprd,
+    /// another claims and publishes other todos' events, so a backlog drains at the sidecar's
+    /// speed rather than one round trip at a time. Per-todo order holds as between replicas:
+    /// a todo's next event is claimable only once the one before it is marked published.
+    pub workers: u32,
     /// `RELAY_POLL_INTERVAL_MS` (default 1000): how often the relay looks for work when no
     /// commit woke it (other replicas' writes, retries that came due).
     pub poll_interval: Duration,
@@ -94,9 +99,13 @@ impl Settings {
                 ),
             });
         }
-        let batch_size = env.parse("RELAY_BATCH_SIZE", 500)?;
+        let batch_size = env.parse("RELAY_BATCH_SIZE", 1000)?;
         if !(1..=1000).contains(&batch_size) {
             return Err(ConfigError { var: "RELAY_BATCH_SIZE", detail: "must be between 1 and 1000".into() });
+        }
+        let workers = env.parse("RELAY_WORKERS", 2)?;
+        if !(1..=16).contains(&workers) {
+            return Err(ConfigError { var: "RELAY_WORKERS", detail: "must be between 1 and 16".into() });
         }
         Ok(Self {
             host: env.parse("APP_HOST", IpAddr::from([0, 0, 0, 0]))?,
@@ -115,6 +124,7 @@ impl Settings {
             relay: RelaySettings {
                 enabled: env.parse("RELAY_ENABLED", true)?,
                 batch_size,
+                workers,
                 poll_interval: Duration::from_millis(env.parse("RELAY_POLL_INTERVAL_MS", 1_000)?),
                 publish_timeout,
                 retry_initial: Duration::from_millis(env.parse("RELAY_RETRY_INITIAL_MS", 200)?),
@@ -143,6 +153,7 @@ mod tests {
         assert_eq!(settings.dapr.pubsub_name, "pubsub");
         assert_eq!(settings.database_url, "sqlite://data/todo.db");
         assert!(settings.relay.enabled);
+        assert_eq!((settings.relay.batch_size, settings.relay.workers), (1000, 2));
     }
 
     #[test]
@@ -151,5 +162,9 @@ mod tests {
         assert!(error.to_string().contains("DAPR_HTTP_PORT"), "{error}");
         let lease = Settings::from_lookup(|name| (name == "RELAY_LEASE_MS").then(|| "100".to_owned())).unwrap_err();
         assert!(lease.to_string().contains("RELAY_LEASE_MS"), "{lease}");
+        for (name, value) in [("RELAY_WORKERS", "0"), ("RELAY_WORKERS", "17"), ("RELAY_BATCH_SIZE", "1001")] {
+            let error = Settings::from_lookup(|n| (n == name).then(|| value.to_owned())).unwrap_err();
+            assert!(error.to_string().contains(name), "{name}={value}: {error}");
+        }
     }
 }

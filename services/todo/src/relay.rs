@@ -1,5 +1,5 @@
 //! The outbox relay: a background task that publishes pending events through the Dapr sidecar,
-//! a round at a time: claim up to `RELAY_BATCH_SIZE` events, send each topic's with one bulk
+//! in rounds (`RELAY_WORKERS` of them in flight): claim up to `RELAY_BATCH_SIZE` events, send each topic's with one bulk
 //! publish (`POST /v1.0-alpha1/publish/bulk/…`, split to stay under 1 MiB), record the outcomes
 //! in one transaction.
 //!
@@ -22,6 +22,7 @@
 //!   several relays share the work without double-publishing in steady state.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -52,6 +53,10 @@ pub struct Relay {
     owner: String,
     wakeup: Arc<Notify>,
     failures: Mutex<FailureLog>,
+    /// Set by the worker that found the sidecar refusing connections; every worker then waits
+    /// on the one health poll (`sidecar_gate`) instead of trying a round of its own.
+    sidecar_unreachable: AtomicBool,
+    sidecar_gate: tokio::sync::Mutex<()>,
 }
 
 /// What one round did.
@@ -105,7 +110,17 @@ impl Relay {
             metrics::counter!(PUBLISHES, "outcome" => outcome).increment(0);
         }
         let failures = Mutex::new(FailureLog::default());
-        Self { db, publisher, settings, source, owner: Uuid::new_v4().to_string(), wakeup, failures }
+        Self {
+            db,
+            publisher,
+            settings,
+            source,
+            owner: Uuid::new_v4().to_string(),
+            wakeup,
+            failures,
+            sidecar_unreachable: AtomicBool::new(false),
+            sidecar_gate: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// This instance's lease owner id: what it claims is leased under it.
@@ -113,21 +128,37 @@ impl Relay {
         &self.owner
     }
 
-    /// Runs until `shutdown`; a round in progress (its publishes and their bookkeeping) always
-    /// completes, so shutdown never leaves an event published but unmarked by choice.
+    /// Runs until `shutdown`, with `RELAY_WORKERS` rounds in flight at once; a round in progress
+    /// (its publishes and their bookkeeping) always completes, so shutdown never leaves an event
+    /// published but unmarked by choice.
     pub async fn run(self, shutdown: CancellationToken) {
         let health_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = self.publisher.wait_until_outbound_ready(health_backoff) => {}
         }
+        let relay = Arc::new(self);
+        let workers = (0..relay.settings.workers).map(|_| {
+            let (relay, shutdown) = (relay.clone(), shutdown.clone());
+            async move { relay.work(&shutdown).await }
+        });
+        futures::future::join_all(workers).await;
+        tracing::info!("relay stopped");
+    }
+
+    /// One worker: a round, then the next at once while there was work, else a pause until a
+    /// commit wakes it, a retry comes due, or the poll interval passes.
+    async fn work(&self, shutdown: &CancellationToken) {
         let database_backoff = Backoff::new(self.settings.retry_initial, self.settings.retry_max);
         let mut database_failures = 0u32;
         while !shutdown.is_cancelled() {
+            if self.sidecar_unreachable.load(Ordering::Acquire) {
+                self.wait_for_sidecar(shutdown).await;
+            }
             let pause = match self.run_once().await {
                 Ok(round) if round.sidecar_unreachable => {
                     database_failures = 0;
-                    self.wait_for_sidecar(&shutdown).await;
+                    self.sidecar_unreachable.store(true, Ordering::Release);
                     continue;
                 }
                 Ok(round) if round.claimed > 0 => {
@@ -151,13 +182,18 @@ impl Relay {
                 _ = tokio::time::sleep(pause) => {}
             }
         }
-        tracing::info!("relay stopped");
     }
 
     /// While daprd refuses connections, publishing would only fail event after event (each
     /// failure a write and a log line, and a backoff that outlasts the outage); the relay asks
     /// for its outbound health instead, and resumes the moment it answers.
+    ///
+    /// One worker polls; the others wait for it on the gate and find the sidecar back.
     async fn wait_for_sidecar(&self, shutdown: &CancellationToken) {
+        let _polling = self.sidecar_gate.lock().await;
+        if !self.sidecar_unreachable.load(Ordering::Acquire) {
+            return;
+        }
         let since = Instant::now();
         tracing::warn!(
             sidecar = %self.publisher.config().sidecar_url,
@@ -167,6 +203,7 @@ impl Relay {
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = self.publisher.wait_until_outbound_ready(Backoff::new(initial, max)) => {
+                self.sidecar_unreachable.store(false, Ordering::Release);
                 tracing::info!(unreachable_ms = since.elapsed().as_millis() as u64, "publishing resumes");
             }
         }
