@@ -10,7 +10,7 @@ IMAGE_REPO ?= ghcr.io/dapr-todo
 IMAGE_TAG ?= 0.1.0
 
 
-.PHONY: help build images run run-kafka test test-kafka chaos fuzz test-unit validate-k8s bench-write bench-relay lint fmt clean ensure-rust
+.PHONY: help build images run run-kafka test test-kafka chaos fuzz test-unit validate-k8s bench-write bench-relay bench-e2e lint fmt clean ensure-rust
 
 help:
 	@echo "make run          build and start todo, notification and analytics under dapr run -f dapr/dapr.yaml (Redis); TRACING=1 adds Jaeger"
@@ -22,6 +22,7 @@ help:
 	@echo "make chaos        crashes every app and daprd at random under load, restarts the broker, checks nothing was lost or doubled (CHAOS_SECONDS, CHAOS_SEED)"
 	@echo "make bench-write  POST /todos throughput and latency vs a bare insert (release, load from wrk, 3 interleaved runs); TRACING=1 exports the spans to Jaeger"
 	@echo "make bench-relay  outbox claim latency with a million published rows (release)"
+	@echo "make bench-e2e    the whole system (release binaries, 3 daprd, Redis) under open-loop load: latency create -> consumers, CPU and RSS per process, saturation, relay drain; chart in target/bench/"
 	@echo "make images       container images of the three services ($(IMAGE_REPO)/<service>:$(IMAGE_TAG))"
 	@echo "make lint         rustfmt check, clippy with warnings as errors, and no unused dependency (cargo-machete)"
 
@@ -123,6 +124,14 @@ bench-write: ensure-rust
 bench-relay: ensure-rust
 	@url=$$(scripts/ensure-postgres.sh); \
 	BENCH_POSTGRES_URL=$$url $(CARGO) bench --locked -p todo --bench relay_claim
+
+# The whole system as processes (crates/system-tests/benches/e2e/main.rs): BENCH_RATES (creates/s,
+# default 100,500,1000,2000), BENCH_SECONDS per step (10), BENCH_READ_RATE per read API (300),
+# BENCH_SATURATION=0 / BENCH_RELAY=0 skip the saturation search / the relay phase; RELAY_* go to
+# the todo service. Figures on stdout and in target/bench/e2e.md, e2e.json, e2e-latency.svg.
+bench-e2e: build
+	@NEED_REDIS_SERVER=1 scripts/ensure-redis.sh >/dev/null; daprd=$$(scripts/ensure-dapr.sh --daprd); \
+	DAPRD=$$daprd $(CARGO) bench --locked -p system-tests --bench e2e
 
 lint: ensure-rust
 	$(CARGO) fmt --all --check
