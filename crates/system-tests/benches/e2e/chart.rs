@@ -7,6 +7,9 @@ use plotters::prelude::*;
 
 use crate::Step;
 
+/// Which percentile of a step a line draws.
+type Percentile = fn(&Step) -> f64;
+
 pub fn draw(steps: &[Step], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let max_rate = steps.iter().map(|s| s.offered).fold(100.0, f64::max) * 1.05;
     let max_ms = steps.iter().map(|s| s.analytics.p99).fold(10.0, f64::max) * 1.5;
@@ -19,7 +22,7 @@ pub fn draw(steps: &[Step], path: &Path) -> Result<(), Box<dyn std::error::Error
         .y_label_area_size(64)
         .build_cartesian_2d(0.0..max_rate, (0.1..max_ms).log_scale())?;
     chart.configure_mesh().x_desc("offered creates per second").y_desc("latency (ms, log scale)").draw()?;
-    let lines: [(&str, fn(&Step) -> f64, RGBColor); 3] =
+    let lines: [(&str, Percentile, RGBColor); 3] =
         [("p50", |s| s.analytics.p50, BLUE), ("p95", |s| s.analytics.p95, GREEN), ("p99", |s| s.analytics.p99, RED)];
     for reads in [false, true] {
         let mut points: Vec<&Step> =
