@@ -59,13 +59,31 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    eventually_or(what, deadline, Duration::from_millis(20), || {
+        let checked = check();
+        async move { checked.await.ok_or_else(String::new) }
+    })
+    .await
+}
+
+/// Polls `check` every `every` until it yields `Ok`; after `deadline` fails the test with what
+/// its last `Err` said (the state it saw, for the failure message).
+pub async fn eventually_or<T, F, Fut>(what: &str, deadline: Duration, every: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
     let started = tokio::time::Instant::now();
     loop {
-        if let Some(value) = check().await {
-            return value;
+        match check().await {
+            Ok(value) => return value,
+            Err(last) => assert!(
+                started.elapsed() < deadline,
+                "timed out after {deadline:?} waiting for {what}{}",
+                if last.is_empty() { String::new() } else { format!("; last seen: {last}") }
+            ),
         }
-        assert!(started.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -12,7 +12,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::daprd::{free_port, repository};
-use super::{DEADLINE, TempDir};
+use super::{DEADLINE, TempDir, eventually_or};
+
+/// How often a wait asks Jaeger again: its query API is slower than a database.
+const POLL: Duration = Duration::from_millis(250);
 
 /// The jaeger binary: `$JAEGER` (what `make test` sets), else what scripts/ensure-jaeger.sh
 /// builds or finds.
@@ -185,18 +188,12 @@ impl Jaeger {
         deadline: Duration,
         wanted: impl Fn(&[Span]) -> bool,
     ) -> Vec<Span> {
-        let started = tokio::time::Instant::now();
-        loop {
+        let what = format!("a trace with {service}'s {operation:?} as wanted");
+        eventually_or(&what, deadline, POLL, || async {
             let traces = self.search(service, operation).await;
-            if let Some(found) = traces.iter().find(|spans| wanted(spans)) {
-                return found.clone();
-            }
-            assert!(
-                started.elapsed() < deadline,
-                "no trace with {service}'s {operation:?} as wanted after {deadline:?}: {traces:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+            traces.iter().find(|spans| wanted(spans)).cloned().ok_or_else(|| format!("{traces:#?}"))
+        })
+        .await
     }
 
     pub async fn wait_for_trace(
@@ -205,15 +202,11 @@ impl Jaeger {
         deadline: Duration,
         complete: impl Fn(&[Span]) -> bool,
     ) -> Vec<Span> {
-        let started = tokio::time::Instant::now();
-        loop {
+        eventually_or(&format!("trace {trace_id} to be complete"), deadline, POLL, || async {
             let spans = self.trace(trace_id).await;
-            if complete(&spans) {
-                return spans;
-            }
-            assert!(started.elapsed() < deadline, "trace {trace_id} incomplete after {deadline:?}: {spans:#?}");
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+            if complete(&spans) { Ok(spans) } else { Err(format!("{spans:#?}")) }
+        })
+        .await
     }
 }
 

@@ -114,16 +114,18 @@ pub fn create(
 
 /// A GET whose body is read and dropped: the read load's request.
 pub fn get(http: &reqwest::Client, url: String) -> impl Future<Output = (u16, Option<Uuid>)> + Send + use<> {
-    let request = http.get(url);
-    async move {
-        match request.send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let _ = response.bytes().await;
-                (status, None)
-            }
-            Err(_) => (0, None),
+    send(http.get(url))
+}
+
+/// Sends `request` and reads its answer through; its status (0 when none came).
+pub async fn send(request: reqwest::RequestBuilder) -> (u16, Option<Uuid>) {
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let _ = response.bytes().await;
+            (status, None)
         }
+        Err(_) => (0, None),
     }
 }
 

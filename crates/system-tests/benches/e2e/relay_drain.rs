@@ -22,6 +22,8 @@ use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use uuid::Uuid;
 
+use service_kit::testing::eventually;
+
 use crate::load;
 use crate::system::{Kind, System};
 
@@ -167,15 +169,11 @@ async fn backlog(http: &reqwest::Client, todo_url: &str) -> Vec<Uuid> {
     let updates = TODOS * (EVENTS_PER_TODO - 1);
     let (_, failed) = load::closed_loop(updates, WORKERS, move |i| {
         let todo = todos[(i % TODOS) as usize];
-        let request = client
-            .patch(format!("{url}/todos/{todo}"))
-            .json(&serde_json::json!({"title": format!("update {}", i / TODOS)}));
-        async move {
-            match request.send().await {
-                Ok(response) => (response.status().as_u16(), None),
-                Err(_) => (0, None),
-            }
-        }
+        load::send(
+            client
+                .patch(format!("{url}/todos/{todo}"))
+                .json(&serde_json::json!({"title": format!("update {}", i / TODOS)})),
+        )
     })
     .await;
     assert_eq!(failed, 0, "every backlog update is accepted");
@@ -227,29 +225,16 @@ async fn trivial_client(
     requests: Arc<Vec<(String, Vec<u8>, usize)>>,
     concurrency: usize,
 ) -> f64 {
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let (http, url, requests, next) = (http.clone(), publish_url.to_owned(), requests.clone(), next.clone());
-        workers.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some((topic, body, _)) = requests.get(i) else { return };
-                let response = http
-                    .post(format!("{url}/{topic}"))
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .expect("daprd answers");
-                assert!(response.status().is_success(), "bulk publish: {}", response.status());
-            }
-        });
-    }
-    while workers.join_next().await.is_some() {}
     let events: usize = requests.iter().map(|(_, _, n)| n).sum();
-    events as f64 / started.elapsed().as_secs_f64()
+    let count = requests.len() as u64;
+    let (http, url) = (http.clone(), publish_url.to_owned());
+    let (requests_per_second, failed) = load::closed_loop(count, concurrency as u64, move |i| {
+        let (topic, body, _) = &requests[i as usize];
+        load::send(http.post(format!("{url}/{topic}")).header("content-type", "application/json").body(body.clone()))
+    })
+    .await;
+    assert_eq!(failed, 0, "daprd takes every bulk publish");
+    requests_per_second * events as f64 / count as f64
 }
 
 /// The todo service's outbox queue, read from its database (read-only).
@@ -278,11 +263,7 @@ impl Queue {
     }
 
     async fn wait_until_empty(&self, what: &str) {
-        let started = Instant::now();
-        while self.depth().await != 0 {
-            assert!(started.elapsed() < DRAIN_DEADLINE, "timed out after {DRAIN_DEADLINE:?} waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(what, DRAIN_DEADLINE, || async { (self.depth().await == 0).then_some(()) }).await;
     }
 
     /// Polls the depth every 20 ms until the queue is empty.

@@ -35,6 +35,7 @@ impl Kind {
 /// One service's release binary, started with the environment a deployment gives it.
 pub struct App {
     pub kind: Kind,
+    pub port: u16,
     pub url: String,
     pub database: PathBuf,
     /// Its stdout and stderr.
@@ -108,8 +109,7 @@ impl System {
     pub async fn start_sidecar(&mut self, kind: Kind) {
         let resources = self.resources.path.clone();
         let service = self.service(kind);
-        service.sidecar =
-            start_sidecar(kind, service.app.url_port(), &resources, Some(service.sidecar.http_port)).await;
+        service.sidecar = start_sidecar(kind, service.app.port, &resources, Some(service.sidecar.http_port)).await;
     }
 
     fn service(&mut self, kind: Kind) -> &mut Service {
@@ -118,12 +118,6 @@ impl System {
             Kind::Notification => &mut self.notification,
             Kind::Analytics => &mut self.analytics,
         }
-    }
-}
-
-impl App {
-    fn url_port(&self) -> u16 {
-        self.url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("the app's port")
     }
 }
 
@@ -164,7 +158,7 @@ impl Service {
         })
         .await;
         let sidecar = start_sidecar(kind, port, resources, Some(sidecar_port)).await;
-        Self { app: App { kind, url, database, log_path, child }, sidecar }
+        Self { app: App { kind, port, url, database, log_path, child }, sidecar }
     }
 }
 
