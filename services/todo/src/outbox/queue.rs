@@ -31,6 +31,50 @@ pub async fn claim(
     lease_until_ms: i64,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let mut events = match db.backend {
+        Backend::Postgres => claim_with_events(db, owner, now_ms, lease_until_ms, limit).await?,
+        Backend::Sqlite => claim_then_fetch(db, owner, now_ms, lease_until_ms, limit).await?,
+    };
+    // RETURNING has no defined order; publish oldest first.
+    events.sort_by_key(|e| e.event_id);
+    Ok(events)
+}
+
+/// PostgreSQL: the claim and the events' rows in one statement (one round trip, one plan), the
+/// history row's attempt count replaced by the queue's, which drives the backoff.
+async fn claim_with_events(
+    db: &Database,
+    owner: &str,
+    now_ms: i64,
+    lease_until_ms: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "WITH claimed AS ({}) \
+         SELECT {EVENT_COLUMNS}, claimed.queue_attempts, claimed.refused_since \
+         FROM claimed JOIN outbox_events ON outbox_events.event_id = claimed.claimed_id",
+        claim_sql_returning(db.backend, "event_id AS claimed_id, attempts AS queue_attempts, refused_since")
+    );
+    let rows =
+        sqlx::query(&sql).bind(now_ms).bind(limit).bind(owner).bind(lease_until_ms).fetch_all(&db.writer).await?;
+    rows.iter()
+        .map(|row| {
+            let mut event = StoredEvent::from_row(row)?;
+            event.attempts = row.try_get("queue_attempts")?;
+            event.refused = row.try_get::<Option<i64>, _>("refused_since")?.is_some();
+            Ok(event)
+        })
+        .collect()
+}
+
+/// SQLite: its `RETURNING` cannot be a CTE nor join, so the claim, then the events' rows.
+async fn claim_then_fetch(
+    db: &Database,
+    owner: &str,
+    now_ms: i64,
+    lease_until_ms: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let claimed = sqlx::query(&claim_sql(db.backend))
         .bind(now_ms)
         .bind(limit)
@@ -41,7 +85,6 @@ pub async fn claim(
     if claimed.is_empty() {
         return Ok(Vec::new());
     }
-    // The queue's attempt count drives the backoff; the history row's copy is for operators.
     let attempts: HashMap<String, (i64, bool)> = claimed
         .iter()
         .map(|row| {
@@ -59,27 +102,35 @@ pub async fn claim(
             (event.attempts, event.refused) = (attempts, refused);
         }
     }
-    // RETURNING has no defined order; publish oldest first.
-    events.sort_by_key(|e| e.event_id);
     Ok(events)
 }
 
 /// The claim statement; parameters: now (ms), limit, owner, lease end (ms). Public so tests and
 /// benchmarks can check its plan.
+///
+/// "Oldest of its todo" is asked as `seq = (SELECT MIN(seq) …)` rather than `NOT EXISTS (an
+/// earlier one)`: PostgreSQL always runs the former as one probe of the `(todo_id, seq)` index
+/// per candidate, whatever it believes of the queue's size, while it turns the latter into a
+/// join whose shape follows its statistics. Once a vacuum has seen the queue empty it believes
+/// the queue holds one row, and joins every queued row with every other (measured: a
+/// 20,000-event backlog, the kind an outage leaves, took 45 s per claim instead of 2.5 ms).
 pub fn claim_sql(backend: Backend) -> String {
+    claim_sql_returning(backend, "event_id, attempts, refused_since")
+}
+
+fn claim_sql_returning(backend: Backend, returning: &str) -> String {
     let lock = backend.lock_skipping_locked();
     format!(
         "WITH claimable AS MATERIALIZED ( \
              SELECT q.event_id FROM outbox_queue q \
              WHERE q.next_attempt_at <= $1 AND q.parked_at IS NULL \
                AND (q.lease_expires_at IS NULL OR q.lease_expires_at <= $1) \
-               AND NOT EXISTS ( \
-                   SELECT 1 FROM outbox_queue earlier WHERE earlier.todo_id = q.todo_id AND earlier.seq < q.seq) \
+               AND q.seq = (SELECT MIN(earlier.seq) FROM outbox_queue earlier WHERE earlier.todo_id = q.todo_id) \
              ORDER BY q.event_id \
              LIMIT $2{lock}) \
          UPDATE outbox_queue SET lease_owner = $3, lease_expires_at = $4 \
          WHERE event_id IN (SELECT event_id FROM claimable) \
-         RETURNING event_id, attempts, refused_since"
+         RETURNING {returning}"
     )
 }
 
@@ -91,13 +142,26 @@ pub async fn mark_published(db: &Database, event_ids: &[Uuid], published_at: Dat
         return Ok(());
     }
     let ids: Vec<String> = event_ids.iter().map(Uuid::to_string).collect();
-    let mut tx = db.begin().await?;
+    let published_at = timestamp::format(&published_at);
     let stamp =
         format!("UPDATE outbox_events SET published_at = $1 WHERE event_id IN ({})", placeholders(2, ids.len()));
-    bind_all(sqlx::query(&stamp).bind(timestamp::format(&published_at)), &ids).execute(&mut *tx).await?;
-    let dequeue = format!("DELETE FROM outbox_queue WHERE event_id IN ({})", placeholders(1, ids.len()));
-    bind_all(sqlx::query(&dequeue), &ids).execute(&mut *tx).await?;
-    tx.commit().await?;
+    match db.backend {
+        // One statement, both changes reading the same ids: one round trip, an implicit
+        // transaction.
+        Backend::Postgres => {
+            let dequeue = format!("DELETE FROM outbox_queue WHERE event_id IN ({})", placeholders(2, ids.len()));
+            let both = format!("WITH dequeued AS ({dequeue}) {stamp}");
+            bind_all(sqlx::query(&both).bind(published_at), &ids).execute(&db.writer).await?;
+        }
+        // No data-modifying CTEs in SQLite.
+        Backend::Sqlite => {
+            let dequeue = format!("DELETE FROM outbox_queue WHERE event_id IN ({})", placeholders(1, ids.len()));
+            let mut tx = db.begin().await?;
+            bind_all(sqlx::query(&stamp).bind(published_at), &ids).execute(&mut *tx).await?;
+            bind_all(sqlx::query(&dequeue), &ids).execute(&mut *tx).await?;
+            tx.commit().await?;
+        }
+    }
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use service_kit::db::dialect::Backend as DbBackend;
 use service_kit::trace_context::span_context;
 use sqlx::Row;
 
-use crate::helpers::{Backend, DEADLINE, SendJson, TestApp, eventually};
+use crate::helpers::{Backend, DEADLINE, SendJson, TestApp, TestDb, eventually};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -173,4 +173,41 @@ async fn published_events_leave_the_queue_and_stay_in_the_history(backend: Backe
     let plan = plan.join("\n");
     assert!(plan.contains("outbox_queue"), "{plan}");
     assert!(!plan.contains("outbox_events"), "the claim must not read the history:\n{plan}");
+}
+
+/// PostgreSQL shapes a join by its statistics. Once a vacuum has seen the queue empty (as
+/// autovacuum does between bursts) it believes the queue holds one row, and a claim written as
+/// an anti-join of the queue with itself compared every queued event with every other: a
+/// backlog after an outage then took seconds per claim. The claim must probe the
+/// `(todo_id, seq)` index once per event whatever the statistics say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_after_the_queue_was_vacuumed_empty_is_claimed_by_index() {
+    let test_db = TestDb::new(Backend::Postgres).await;
+    let db = test_db.connect(todo::startup::MIGRATIONS).await;
+    let fill = |prefix: &'static str, events: i64, todos: i64| {
+        sqlx::query(
+            "INSERT INTO outbox_queue (event_id, todo_id, seq) \
+             SELECT $1 || lpad(n::text, 10, '0'), 'todo-' || (n % $3), n FROM generate_series(1, $2) AS n",
+        )
+        .bind(prefix)
+        .bind(events)
+        .bind(todos)
+    };
+    fill("gone-", 20_000, 20_000).execute(&db.writer).await.unwrap();
+    sqlx::query("DELETE FROM outbox_queue").execute(&db.writer).await.unwrap();
+    sqlx::raw_sql("VACUUM (TRUNCATE false) outbox_queue").execute(&db.writer).await.unwrap();
+    fill("backlog-", 5_000, 500).execute(&db.writer).await.unwrap();
+
+    let plan_rows = sqlx::query(&format!("EXPLAIN {}", todo::outbox::queue::claim_sql(db.backend)))
+        .bind(i64::MAX)
+        .bind(1000_i64)
+        .bind("owner")
+        .bind(i64::MAX)
+        .fetch_all(&db.reader)
+        .await
+        .unwrap();
+    let plan = plan_rows.iter().map(|row| row.get::<String, _>(0)).collect::<Vec<_>>().join("\n");
+    assert!(!plan.contains("Anti Join"), "the claim joins the queue with itself:\n{plan}");
+    assert!(plan.contains("outbox_queue_todo_id_seq_key"), "the head check does not use its index:\n{plan}");
+    db.close().await;
 }
