@@ -211,3 +211,31 @@ async fn a_backlog_after_the_queue_was_vacuumed_empty_is_claimed_by_index() {
     assert!(plan.contains("outbox_queue_todo_id_seq_key"), "the head check does not use its index:\n{plan}");
     db.close().await;
 }
+
+/// Every event passes through the queue, so on PostgreSQL it fills with dead rows much faster
+/// than autovacuum clears them, and each claim scans them; the relay vacuums it as events leave
+/// (`outbox::queue::vacuum`). Manual vacuums are counted apart from autovacuum's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_vacuums_the_queue_as_events_leave_it() {
+    use futures::StreamExt;
+    let (app, sidecar) = TestApp::spawn(Backend::Postgres).await;
+    let events = 2_500;
+    futures::stream::iter(0..events)
+        .map(|i| {
+            let app = &app;
+            async move { app.create_todo("u", &format!("t{i}")).await }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    sidecar.wait_for_accepted(events).await;
+    eventually("a vacuum of outbox_queue", DEADLINE, || async {
+        let vacuums: i64 =
+            sqlx::query_scalar("SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'outbox_queue'")
+                .fetch_one(&app.db.reader)
+                .await
+                .unwrap();
+        (vacuums > 0).then_some(())
+    })
+    .await;
+}
