@@ -20,7 +20,7 @@ help:
 	@echo "make test-kafka   the Kafka contract tests and the whole system end to end on Apache Kafka"
 	@echo "make fuzz         every fuzz target (fuzz/, cargo-fuzz) for FUZZ_SECONDS each (default 60)"
 	@echo "make chaos        crashes every app and daprd at random under load, restarts the broker, checks nothing was lost or doubled (CHAOS_SECONDS, CHAOS_SEED)"
-	@echo "make bench-write  POST /todos throughput and latency vs a bare insert (release, load from wrk, 3 interleaved runs); TRACING=1 exports the spans to Jaeger"
+	@echo "make bench-write  POST /todos throughput and latency vs a bare insert (release, load from wrk, 3 interleaved runs); TRACING=1 exports the spans to Jaeger; PEER=1 adds the FastAPI peer (bench/fastapi-peer, its own venv) with 1 and 2 uvicorn workers"
 	@echo "make bench-relay  outbox claim latency with a million published rows (release)"
 	@echo "make bench-e2e    the whole system (release binaries, 3 daprd, Redis) under open-loop load: latency create -> consumers, CPU and RSS per process, saturation, relay drain; chart in target/bench/"
 	@echo "make images       container images of the three services ($(IMAGE_REPO)/<service>:$(IMAGE_TAG))"
@@ -107,9 +107,12 @@ test-unit: ensure-rust
 # Load from wrk (scripts/ensure-wrk.sh installs it), BENCH_SECONDS per run (default 10),
 # BENCH_RUNS runs of each side interleaved (default 3), BENCH_CONCURRENCY connections (32),
 # BENCH_BACKENDS (sqlite,postgres). TRACING=1: the same with the spans exported to a Jaeger of
-# its own (the cost of export).
+# its own (the cost of export). PEER=1: the FastAPI peer (bench/fastapi-peer) joins the runs, with
+# 1 and 2 uvicorn workers, from the venv scripts/ensure-fastapi-peer.sh builds once (BENCH_PEER).
+PEER ?= 0
 bench-write: ensure-rust
 	@url=$$(scripts/ensure-postgres.sh); \
+	if [ "$(PEER)" = 1 ]; then peer=$$(scripts/ensure-fastapi-peer.sh); export BENCH_PEER=$$peer; fi; \
 	if [ "$(TRACING)" = 1 ]; then \
 	  jaeger=$$(scripts/ensure-jaeger.sh); log=$$(mktemp); \
 	  JAEGER_OTLP_HTTP_PORT=54318 JAEGER_OTLP_GRPC_PORT=54317 JAEGER_QUERY_PORT=56686 "$$jaeger" --config dapr/jaeger.yaml >"$$log" 2>&1 & \

@@ -1,5 +1,5 @@
-//! Write throughput of `POST /todos`, end to end, against a bare insert, and how fast the relay
-//! drains the outbox.
+//! Write throughput of `POST /todos`, end to end, against a bare insert (and, optionally, the
+//! FastAPI peer), and how fast the relay drains the outbox.
 //!
 //! Run with `make bench-write` (or `cargo bench -p todo --bench write_throughput`). For SQLite (a
 //! temp file) and PostgreSQL (a fresh database on `BENCH_POSTGRES_URL`, default
@@ -20,14 +20,24 @@
 //! `DB_MAX_CONNECTIONS` and `MAX_CONCURRENT_REQUESTS` pass through to the service
 //! (`RELAY_ENABLED=false` shows what the relay costs the API).
 //!
+//! With `BENCH_PEER` set to a python (`make bench-write PEER=1` passes the venv's of
+//! `scripts/ensure-fastapi-peer.sh`), the FastAPI peer (bench/fastapi-peer: the same create, schema,
+//! transaction, durability and relay, in Python) joins the runs, twice: uvicorn with 1 worker
+//! (`fastapi-1w`) and with 2 (`fastapi-2w`), each a child process on a fresh database of the
+//! backend with a stand-in sidecar of its own, warmed up and drained like the service, and
+//! loaded in turn with the others (todo, baseline, fastapi-1w, fastapi-2w, todo, …). The report
+//! adds `todo/fastapi best`: the service's throughput over the better of the two.
+//!
 //! Telemetry is set up as in the service (`service_kit::telemetry::init`: every request, unit of
 //! work and publish is a span with ids). With `OTEL_EXPORTER_OTLP_ENDPOINT` set the spans are
 //! exported too: `make bench-write TRACING=1` runs it against a Jaeger of its own, for the cost
 //! of export; the last lines give the process's peak RSS either way.
 //!
 //! wrk, the service, the stub and the database share the machine's cores, so absolute figures
-//! move with whatever else runs; the todo/baseline ratio of one run is the figure to compare.
+//! move with whatever else runs; the ratios of one run are the figures to compare.
 
+#[path = "support/fastapi_peer.rs"]
+mod fastapi_peer;
 #[path = "support/scratch.rs"]
 mod scratch;
 #[path = "support/wrk.rs"]
@@ -37,7 +47,7 @@ use scratch::{Scratch, env_number as number, redact};
 
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -61,6 +71,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const WARMUP_REQUESTS: usize = 200;
 const DRAIN_DEADLINE: Duration = Duration::from_secs(120);
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// The FastAPI peer's configurations: uvicorn with this many worker processes.
+const PEER_WORKERS: [usize; 2] = [1, 2];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -78,6 +90,9 @@ async fn main() -> anyhow::Result<()> {
              {} concurrent workers, {} runs per service interleaved, after {WARMUP_REQUESTS} warm-up requests",
             config.concurrency, config.runs
         ),
+    }
+    if let Some(python) = &config.peer {
+        println!("FastAPI peer: bench/fastapi-peer under uvicorn with {PEER_WORKERS:?} workers, {}", python.display());
     }
     // One client for every request: keep-alive connections, as a real caller would have.
     let client = reqwest::Client::builder().no_proxy().build().context("building the HTTP client")?;
@@ -163,6 +178,8 @@ struct Config {
     /// `BENCH_BACKENDS` (default `sqlite,postgres`).
     backends: String,
     postgres_url: String,
+    /// `BENCH_PEER`: the python of the FastAPI peer's venv, when it is to run too.
+    peer: Option<PathBuf>,
     _scripts: tempfile_dir::TempDir,
 }
 
@@ -183,10 +200,19 @@ impl Config {
             runs: number("BENCH_RUNS", 3)?,
             backends: std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into()),
             postgres_url: std::env::var("BENCH_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into()),
+            peer: std::env::var_os("BENCH_PEER").filter(|p| !p.is_empty()).map(PathBuf::from),
             _scripts: scripts,
         };
         if config.concurrency == 0 || config.runs == 0 {
             bail!("BENCH_CONCURRENCY and BENCH_RUNS must be at least 1");
+        }
+        if let Some(python) = &config.peer
+            && !python.is_file()
+        {
+            bail!(
+                "BENCH_PEER={} is not a file (scripts/ensure-fastapi-peer.sh prints the python to use)",
+                python.display()
+            );
         }
         Ok(config)
     }
@@ -211,9 +237,9 @@ mod tempfile_dir {
     }
 }
 
-/// Runs the todo service and the baseline on fresh databases of one backend, side by side,
-/// their runs interleaved (todo, baseline, todo, …) so a drift of the machine hits both; the
-/// median of each figure over the runs is reported.
+/// Runs the todo service and the baseline (and the FastAPI peer, with `BENCH_PEER`) on fresh
+/// databases of one backend, side by side, their runs interleaved (todo, baseline, peers, todo,
+/// …) so a drift of the machine hits each; the median of each figure over the runs is reported.
 async fn bench_backend(
     scratch: &mut Scratch,
     config: &Config,
@@ -224,6 +250,13 @@ async fn bench_backend(
     println!("\n== {backend} ==");
     let todo = TodoUnderTest::start(&scratch.fresh_database("todo").await?, config, client).await?;
     let baseline = BaselineUnderTest::start(&scratch.fresh_database("baseline").await?, config, client).await?;
+    let mut peers = Vec::new();
+    if let Some(python) = &config.peer {
+        for workers in PEER_WORKERS {
+            let url = scratch.fresh_database(&format!("fastapi-{workers}w")).await?;
+            peers.push(PeerUnderTest::start(python, workers, &url, config, client).await?);
+        }
+    }
     let (mut todo_runs, mut baseline_runs, mut drains) = (Vec::new(), Vec::new(), Vec::new());
     let mut next = WARMUP_REQUESTS;
     for run in 1..=config.runs {
@@ -240,6 +273,11 @@ async fn bench_backend(
         todo_runs.push(todo_run);
         baseline_runs.push(baseline_run);
         drains.extend(drain);
+        for peer in &mut peers {
+            next += peer.run_once(config, client, next).await.with_context(|| format!("{} run {run}", peer.name))?;
+            let (peer_run, drain) = (peer.runs.last().expect("a run"), peer.drains.last().expect("a drain"));
+            println!("{backend} run {run} {}: {peer_run}\n{backend} run {run} drain:      {drain}", peer.name);
+        }
     }
     todo.stop().await;
     baseline.stop().await;
@@ -249,8 +287,31 @@ async fn bench_backend(
         report.notes.push(format!("{backend} drain: {drain}"));
     }
     report.notes.push(format!("{backend} todo/baseline: {}", Ratio(&todo, &baseline)));
+    let mut peer_medians = Vec::new();
+    for peer in peers {
+        let (name, runs, drains) = peer.stop().await;
+        let median = Stats::median(runs);
+        println!("{backend} {name} (median): {median}");
+        for drain in &drains {
+            report.notes.push(format!("{backend} {name} drain: {drain}"));
+        }
+        peer_medians.push((name, median));
+    }
+    // The service against the better of the peer's configurations: its best figure counts.
+    let best = peer_medians.iter().max_by(|a, b| a.1.throughput.partial_cmp(&b.1.throughput).expect("comparable"));
+    if let Some((name, peer)) = best {
+        report.notes.push(format!(
+            "{backend} todo/fastapi best: x{:.2} (best: {name}, {:.0} req/s; {})",
+            todo.throughput / peer.throughput,
+            peer.throughput,
+            Ratio(&todo, peer)
+        ));
+    }
     report.rows.push((backend, "todo", todo));
     report.rows.push((backend, "baseline", baseline));
+    for (name, median) in peer_medians {
+        report.rows.push((backend, name, median));
+    }
     Ok(())
 }
 
@@ -539,6 +600,89 @@ async fn baseline_insert(
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The FastAPI peer (bench/fastapi-peer): the same create in Python, for comparison
+// ---------------------------------------------------------------------------------------------
+
+/// One configuration of the peer (uvicorn with `workers` processes), its stand-in sidecar, and
+/// what its runs measured.
+struct PeerUnderTest {
+    name: &'static str,
+    process: fastapi_peer::PeerProcess,
+    sidecar: StubSidecar,
+    /// A connection of our own to the peer's database, to watch its outbox empty.
+    db: Database,
+    /// Events the stub should have seen once the outbox is drained.
+    expected: u64,
+    runs: Vec<Stats>,
+    drains: Vec<Drain>,
+}
+
+impl PeerUnderTest {
+    async fn start(
+        python: &Path,
+        workers: usize,
+        url: &str,
+        config: &Config,
+        client: &reqwest::Client,
+    ) -> anyhow::Result<Self> {
+        let name = match workers {
+            1 => "fastapi-1w",
+            2 => "fastapi-2w",
+            _ => bail!("no report name for a peer with {workers} workers"),
+        };
+        let sidecar = StubSidecar::start().await?;
+        let mut process = fastapi_peer::PeerProcess::start(python, workers, url, sidecar.addr.port())?;
+        process.wait_ready(client).await.with_context(|| format!("starting {name}"))?;
+        let db = peer_database(url).await.with_context(|| format!("connecting to {name}'s database"))?;
+        // Warm-up, as for the service: every worker's connections and statements, the relays'
+        // first rounds; drained before the measured load.
+        let warmup = run_load(client, &process.endpoint, 0..WARMUP_REQUESTS, config.concurrency).await;
+        ensure_no_errors(&format!("{name} warm-up"), &warmup).with_context(|| process.log_tail())?;
+        let drained = async {
+            sidecar.wait_for(WARMUP_REQUESTS as u64, DRAIN_DEADLINE).await?;
+            wait_for_empty_outbox(&db, DRAIN_DEADLINE).await
+        };
+        drained.await.with_context(|| format!("draining {name}'s warm-up events\n{}", process.log_tail()))?;
+        let expected = sidecar.published();
+        Ok(Self { name, process, sidecar, db, expected, runs: Vec::new(), drains: Vec::new() })
+    }
+
+    /// One measured run and its drain; returns the number of requests sent.
+    async fn run_once(&mut self, config: &Config, client: &reqwest::Client, first: usize) -> anyhow::Result<usize> {
+        let load_started = Instant::now();
+        let run = config.load.run(client, &self.process.endpoint, config.concurrency, first).await?;
+        let load_ended = Instant::now();
+        let created = run.requests - run.errors;
+        let drain = measure_drain(&self.sidecar, &self.db, self.expected, load_started, load_ended, created)
+            .await
+            .with_context(|| self.process.log_tail())?;
+        // As for the service: the stub's count includes what was in flight when wrk stopped.
+        self.expected = self.sidecar.published();
+        let requests = run.requests as usize;
+        self.runs.push(run);
+        self.drains.push(drain);
+        Ok(requests)
+    }
+
+    /// Stops the peer's processes and its stub; its runs and drains.
+    async fn stop(self) -> (&'static str, Vec<Stats>, Vec<Drain>) {
+        self.db.close().await;
+        self.process.stop().await;
+        self.sidecar.stop().await;
+        (self.name, self.runs, self.drains)
+    }
+}
+
+/// A pool of one connection on the peer's database, as a [`Database`] for
+/// [`wait_for_empty_outbox`]; the peer applied the schema itself, so no migration runs.
+async fn peer_database(url: &str) -> anyhow::Result<Database> {
+    sqlx::any::install_default_drivers();
+    let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
+    let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(url).await?;
+    Ok(Database { backend, reader: pool.clone(), writer: pool })
+}
+
 /// Serves `router` on a free loopback port until the returned token is cancelled.
 async fn serve(router: Router) -> anyhow::Result<(SocketAddr, CancellationToken, JoinHandle<()>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await.context("binding a loopback port")?;
@@ -713,7 +857,7 @@ impl std::fmt::Display for Stats {
     }
 }
 
-/// The todo service's figures relative to the baseline's.
+/// The todo service's figures relative to another's (the baseline's, the peer's).
 struct Ratio<'a>(&'a Stats, &'a Stats);
 
 impl std::fmt::Display for Ratio<'_> {
@@ -738,13 +882,13 @@ struct Report {
 impl Report {
     fn print(&self) {
         println!(
-            "\n{:<9} | {:<8} | {:>7} | {:>7} | {:>7} | {:>7} | {:>7} | errors",
+            "\n{:<9} | {:<10} | {:>7} | {:>7} | {:>7} | {:>7} | {:>7} | errors",
             "backend", "service", "req/s", "p50 ms", "p90", "p99", "max"
         );
-        println!("{}", "-".repeat(80));
+        println!("{}", "-".repeat(82));
         for (backend, service, s) in &self.rows {
             println!(
-                "{backend:<9} | {service:<8} | {:>7.0} | {:>7.2} | {:>7.2} | {:>7.2} | {:>7.2} | {}",
+                "{backend:<9} | {service:<10} | {:>7.0} | {:>7.2} | {:>7.2} | {:>7.2} | {:>7.2} | {}",
                 s.throughput,
                 ms(s.p50),
                 ms(s.p90),
