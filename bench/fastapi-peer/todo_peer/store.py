@@ -136,7 +136,23 @@ class GroupCommit:
             self._writing = False
 
 
-class SqliteStore:
+class _Creates:
+    """What both stores share: a create goes to the group writer or is written alone."""
+
+    group: GroupCommit
+
+    async def _write_creates(self, creates: list[tuple[tuple, tuple]]) -> None:
+        raise NotImplementedError
+
+    async def create(self, todo: tuple, event: tuple) -> None:
+        """The todos row, its event and its queue row, committed in one transaction."""
+        if GROUP_COMMIT:
+            await self.group.create(todo, event)
+        else:
+            await self._write_creates([(todo, event)])
+
+
+class SqliteStore(_Creates):
     backend = "sqlite"
 
     def __init__(self, path: str):
@@ -188,13 +204,6 @@ class SqliteStore:
         for conn in (self.reader, self.writer):
             if conn is not None:
                 await conn.close()
-
-    async def create(self, todo: tuple, event: tuple) -> None:
-        """The todos row, its event and its queue row, committed in one transaction."""
-        if GROUP_COMMIT:
-            await self.group.create(todo, event)
-        else:
-            await self._write_creates([(todo, event)])
 
     async def _write_creates(self, creates: list[tuple[tuple, tuple]]) -> None:
         async with self.lock:
@@ -269,7 +278,7 @@ _SQLITE_CLAIMED_EVENTS = (
 )
 
 
-class PostgresStore:
+class PostgresStore(_Creates):
     backend = "postgres"
 
     def __init__(self, url: str):
@@ -291,13 +300,6 @@ class PostgresStore:
     async def close(self) -> None:
         if self.pool is not None:
             await self.pool.close()
-
-    async def create(self, todo: tuple, event: tuple) -> None:
-        """The todos row, its event and its queue row, committed in one transaction."""
-        if GROUP_COMMIT:
-            await self.group.create(todo, event)
-        else:
-            await self._write_creates([(todo, event)])
 
     async def _write_creates(self, creates: list[tuple[tuple, tuple]]) -> None:
         # One array per column: 7 of the todos, then 11 of the events.

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use dapr_events::timestamp;
 use service_kit::db::Database;
 use service_kit::db::dialect::Backend;
-use service_kit::db::dialect::json_array;
+use service_kit::db::dialect::{AnyQuery, json_array};
 use sqlx::{AnyPool, Row};
 use uuid::Uuid;
 
@@ -31,32 +31,40 @@ pub async fn claim(
     lease_until_ms: i64,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let claim = Claim { owner, now_ms, lease_until_ms, limit };
     let mut events = match db.backend {
-        Backend::Postgres => claim_with_events(db, owner, now_ms, lease_until_ms, limit).await?,
-        Backend::Sqlite => claim_then_fetch(db, owner, now_ms, lease_until_ms, limit).await?,
+        Backend::Postgres => claim_with_events(db, &claim).await?,
+        Backend::Sqlite => claim_then_fetch(db, &claim).await?,
     };
     // RETURNING has no defined order; publish oldest first.
     events.sort_by_key(|e| e.event_id);
     Ok(events)
 }
 
-/// PostgreSQL: the claim and the events' rows in one statement (one round trip, one plan), the
-/// history row's attempt count replaced by the queue's, which drives the backoff.
-async fn claim_with_events(
-    db: &Database,
-    owner: &str,
+/// The parameters of [`claim_sql`].
+struct Claim<'a> {
+    owner: &'a str,
     now_ms: i64,
     lease_until_ms: i64,
     limit: i64,
-) -> Result<Vec<StoredEvent>, sqlx::Error> {
+}
+
+impl<'a> Claim<'a> {
+    fn bind(&self, query: AnyQuery<'a>) -> AnyQuery<'a> {
+        query.bind(self.now_ms).bind(self.limit).bind(self.owner).bind(self.lease_until_ms)
+    }
+}
+
+/// PostgreSQL: the claim and the events' rows in one statement (one round trip, one plan), the
+/// history row's attempt count replaced by the queue's, which drives the backoff.
+async fn claim_with_events(db: &Database, claim: &Claim<'_>) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let sql = format!(
         "WITH claimed AS ({}) \
          SELECT {EVENT_COLUMNS}, claimed.queue_attempts, claimed.refused_since \
          FROM claimed JOIN outbox_events ON outbox_events.event_id = claimed.claimed_id",
         claim_sql_returning(db.backend, "event_id AS claimed_id, attempts AS queue_attempts, refused_since")
     );
-    let rows =
-        sqlx::query(&sql).bind(now_ms).bind(limit).bind(owner).bind(lease_until_ms).fetch_all(&db.writer).await?;
+    let rows = claim.bind(sqlx::query(&sql)).fetch_all(&db.writer).await?;
     rows.iter()
         .map(|row| {
             let mut event = StoredEvent::from_row(row)?;
@@ -68,20 +76,9 @@ async fn claim_with_events(
 }
 
 /// SQLite: its `RETURNING` cannot be a CTE nor join, so the claim, then the events' rows.
-async fn claim_then_fetch(
-    db: &Database,
-    owner: &str,
-    now_ms: i64,
-    lease_until_ms: i64,
-    limit: i64,
-) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let claimed = sqlx::query(&claim_sql(db.backend))
-        .bind(now_ms)
-        .bind(limit)
-        .bind(owner)
-        .bind(lease_until_ms)
-        .fetch_all(&db.writer)
-        .await?;
+async fn claim_then_fetch(db: &Database, claim: &Claim<'_>) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = claim_sql(db.backend);
+    let claimed = claim.bind(sqlx::query(&sql)).fetch_all(&db.writer).await?;
     if claimed.is_empty() {
         return Ok(Vec::new());
     }
