@@ -57,10 +57,12 @@ pub struct Relay {
     /// on the one health poll (`sidecar_gate`) instead of trying a round of its own.
     sidecar_unreachable: AtomicBool,
     sidecar_gate: tokio::sync::Mutex<()>,
-    /// Events dequeued since the queue was last vacuumed ([`queue::vacuum`]), and whether a
-    /// worker is vacuuming it now.
+    /// Events dequeued since the queue was last vacuumed ([`queue::vacuum`]), whether a
+    /// worker is vacuuming it now, and whether the last vacuum failed (logged once per run of
+    /// failures: a refused vacuum would otherwise be a line every 2,000 events).
     dequeued_since_vacuum: AtomicU64,
     vacuuming: AtomicBool,
+    vacuum_failing: AtomicBool,
 }
 
 /// What one round did.
@@ -130,6 +132,7 @@ impl Relay {
             sidecar_gate: tokio::sync::Mutex::new(()),
             dequeued_since_vacuum: AtomicU64::new(0),
             vacuuming: AtomicBool::new(false),
+            vacuum_failing: AtomicBool::new(false),
         }
     }
 
@@ -377,16 +380,23 @@ impl Relay {
     }
 
     /// Vacuums the queue once `VACUUM_AFTER_DEQUEUED` events left it since the last time, one
-    /// worker at a time. A failure costs only speed (autovacuum gets there later): logged, and
-    /// the count starts over.
+    /// worker at a time. A failure costs only speed (autovacuum gets there later): logged when
+    /// the failures begin and when they end, and the count starts over.
     async fn vacuum_queue_when_due(&self, dequeued: usize) {
         let since = self.dequeued_since_vacuum.fetch_add(dequeued as u64, Ordering::AcqRel) + dequeued as u64;
         if since < VACUUM_AFTER_DEQUEUED || self.vacuuming.swap(true, Ordering::AcqRel) {
             return;
         }
         self.dequeued_since_vacuum.store(0, Ordering::Release);
-        if let Err(error) = queue::vacuum(&self.db).await {
-            tracing::warn!(%error, "could not vacuum the outbox queue; claims slow down until autovacuum does");
+        match queue::vacuum(&self.db).await {
+            Err(error) if !self.vacuum_failing.swap(true, Ordering::AcqRel) => tracing::warn!(
+                %error, "could not vacuum the outbox queue; claims slow down until autovacuum does (logged once)"
+            ),
+            Err(error) => tracing::debug!(%error, "could not vacuum the outbox queue"),
+            Ok(()) if self.vacuum_failing.swap(false, Ordering::AcqRel) => {
+                tracing::info!("the outbox queue is vacuumed again")
+            }
+            Ok(()) => {}
         }
         self.vacuuming.store(false, Ordering::Release);
     }
