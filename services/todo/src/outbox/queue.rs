@@ -90,10 +90,7 @@ async fn claim_then_fetch(db: &Database, claim: &Claim<'_>) -> Result<Vec<Stored
         })
         .collect::<Result<_, sqlx::Error>>()?;
     let ids: Vec<&String> = attempts.keys().collect();
-    let select = format!(
-        "SELECT {EVENT_COLUMNS} FROM outbox_events WHERE event_id IN ({})",
-        db.backend.strings_in_json_array(1)
-    );
+    let select = format!("SELECT {EVENT_COLUMNS} FROM outbox_events WHERE {}", db.backend.in_json_array("event_id", 1));
     let rows = sqlx::query(&select).bind(json_array(&ids)).fetch_all(&db.reader).await?;
     let mut events = rows.iter().map(StoredEvent::from_row).collect::<Result<Vec<_>, _>>()?;
     for event in &mut events {
@@ -141,18 +138,15 @@ pub async fn mark_published(db: &Database, event_ids: &[Uuid], published_at: Dat
         return Ok(());
     }
     let (ids, published_at) = (json_array(event_ids), timestamp::format(&published_at));
-    let listed = |param| db.backend.strings_in_json_array(param);
-    let stamp = format!("UPDATE outbox_events SET published_at = $1 WHERE event_id IN ({})", listed(2));
     match db.backend {
-        // One statement, both changes reading the same ids: one round trip, an implicit
-        // transaction.
         Backend::Postgres => {
-            let both = format!("WITH dequeued AS (DELETE FROM outbox_queue WHERE event_id IN ({})) {stamp}", listed(2));
-            sqlx::query(&both).bind(published_at).bind(ids).execute(&db.writer).await?;
+            sqlx::query(&postgres_mark_published_sql()).bind(published_at).bind(ids).execute(&db.writer).await?;
         }
         // No data-modifying CTEs in SQLite.
         Backend::Sqlite => {
-            let dequeue = format!("DELETE FROM outbox_queue WHERE event_id IN ({})", listed(1));
+            let stamp =
+                format!("UPDATE outbox_events SET published_at = $1 WHERE {}", db.backend.in_json_array("event_id", 2));
+            let dequeue = format!("DELETE FROM outbox_queue WHERE {}", db.backend.in_json_array("event_id", 1));
             let mut tx = db.begin().await?;
             sqlx::query(&stamp).bind(published_at).bind(&ids).execute(&mut *tx).await?;
             sqlx::query(&dequeue).bind(ids).execute(&mut *tx).await?;
@@ -160,6 +154,17 @@ pub async fn mark_published(db: &Database, event_ids: &[Uuid], published_at: Dat
         }
     }
     Ok(())
+}
+
+/// [`mark_published`] on PostgreSQL: both changes in one statement reading the same ids (one
+/// round trip, an implicit transaction); parameters: the time, the ids. Public so tests can
+/// check its plan.
+pub fn postgres_mark_published_sql() -> String {
+    let listed = Backend::Postgres.in_json_array("event_id", 2);
+    format!(
+        "WITH dequeued AS (DELETE FROM outbox_queue WHERE {listed}) \
+         UPDATE outbox_events SET published_at = $1 WHERE {listed}"
+    )
 }
 
 /// A failed publish attempt, to record.
@@ -214,12 +219,11 @@ pub async fn release_untried(db: &Database, event_ids: &[Uuid], reason: &str) ->
     let ids = json_array(event_ids);
     let mut tx = db.begin().await?;
     let release = format!(
-        "UPDATE outbox_queue SET lease_owner = NULL, lease_expires_at = NULL WHERE event_id IN ({})",
-        db.backend.strings_in_json_array(1)
+        "UPDATE outbox_queue SET lease_owner = NULL, lease_expires_at = NULL WHERE {}",
+        db.backend.in_json_array("event_id", 1)
     );
     sqlx::query(&release).bind(&ids).execute(&mut *tx).await?;
-    let note =
-        format!("UPDATE outbox_events SET last_error = $1 WHERE event_id IN ({})", db.backend.strings_in_json_array(2));
+    let note = format!("UPDATE outbox_events SET last_error = $1 WHERE {}", db.backend.in_json_array("event_id", 2));
     sqlx::query(&note).bind(reason).bind(ids).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(())

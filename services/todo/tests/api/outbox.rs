@@ -212,6 +212,37 @@ async fn a_backlog_after_the_queue_was_vacuumed_empty_is_claimed_by_index() {
     db.close().await;
 }
 
+/// Marking a round published removes its events from the queue and stamps them in the history
+/// by id. PostgreSQL estimates a subquery of ids at 100 rows whatever is bound, and against a
+/// queue its statistics say is small it hashed them and scanned the whole queue (dead rows
+/// included) for every round. Each id must be one index probe in both tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marking_published_probes_both_tables_by_id() {
+    let test_db = TestDb::new(Backend::Postgres).await;
+    let db = test_db.connect(todo::startup::MIGRATIONS).await;
+    sqlx::raw_sql(
+        "INSERT INTO outbox_events (event_id, todo_id, seq, event_type, topic, payload, created_at, correlation_id) \
+         SELECT 'event-' || lpad(n::text, 10, '0'), 'todo-' || (n % 500), n, 'todo.created', 'todos', '{}', 'now', 'c' \
+         FROM generate_series(1, 20000) AS n; \
+         INSERT INTO outbox_queue (event_id, todo_id, seq) SELECT event_id, todo_id, seq FROM outbox_events WHERE seq > 19000; \
+         ANALYZE outbox_events, outbox_queue",
+    )
+    .execute(&db.writer)
+    .await
+    .unwrap();
+    let ids: Vec<String> = (19_001..19_017).map(|n| format!("event-{n:010}")).collect();
+    let plan_rows = sqlx::query(&format!("EXPLAIN {}", todo::outbox::queue::postgres_mark_published_sql()))
+        .bind("2026-12-02T00:00:00.000000Z")
+        .bind(service_kit::db::dialect::json_array(&ids))
+        .fetch_all(&db.reader)
+        .await
+        .unwrap();
+    let plan = plan_rows.iter().map(|row| row.get::<String, _>(0)).collect::<Vec<_>>().join("\n");
+    assert!(!plan.contains("Seq Scan"), "marking published scans a table:\n{plan}");
+    assert!(plan.contains("outbox_queue_pkey") && plan.contains("outbox_events_pkey"), "{plan}");
+    db.close().await;
+}
+
 /// Every event passes through the queue, so on PostgreSQL it fills with dead rows much faster
 /// than autovacuum clears them, and each claim scans them; the relay vacuums it as events leave
 /// (`outbox::queue::vacuum`). Manual vacuums are counted apart from autovacuum's.
