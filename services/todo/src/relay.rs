@@ -20,9 +20,16 @@
 //!   it, until an operator retries or discards it (`crate::http::admin`);
 //! - replicas: rows are claimed with a lease (and `FOR UPDATE SKIP LOCKED` on PostgreSQL), so
 //!   several relays share the work without double-publishing in steady state.
+//!
+//! New todos' events mostly skip the claim: the group commit writes them leased to this relay
+//! and hands them over once committed (`crate::outbox::handoff`, which says why that keeps the
+//! guarantees). A round publishes what was handed over, and claims as well when something may
+//! be waiting that only a claim finds: a commit of other events, released events, a retry
+//! come due, or `RELAY_POLL_INTERVAL_MS` since the last claim (other replicas' events,
+//! expired leases).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -32,13 +39,13 @@ use serde_json::value::RawValue;
 use service_kit::db::Database;
 use service_kit::telemetry::{self, Messages};
 use service_kit::trace_context;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config::RelaySettings;
 use crate::outbox::StoredEvent;
+use crate::outbox::handoff::Handoff;
 use crate::outbox::queue::{self, FailedAttempt};
 
 type Result<T, E = sqlx::Error> = std::result::Result<T, E>;
@@ -51,7 +58,10 @@ pub struct Relay {
     source: String,
     /// This instance's lease owner id.
     owner: String,
-    wakeup: Arc<Notify>,
+    handoff: Arc<Handoff>,
+    /// When a round claims even with handed-over events to publish (epoch ms): the poll
+    /// interval after the last claim, or sooner when a failed event's retry comes due.
+    next_claim_at: AtomicI64,
     failures: Mutex<FailureLog>,
     /// Set by the worker that found the sidecar refusing connections; every worker then waits
     /// on the one health poll (`sidecar_gate`) instead of trying a round of its own.
@@ -113,7 +123,7 @@ impl Relay {
         publisher: DaprPublisher,
         settings: RelaySettings,
         source: String,
-        wakeup: Arc<Notify>,
+        handoff: Arc<Handoff>,
     ) -> Self {
         // Registered at 0, so `rate()` and `increase()` see every outcome from the first scrape.
         for outcome in ["published", "failed", "parked"] {
@@ -126,7 +136,8 @@ impl Relay {
             settings,
             source,
             owner: Uuid::new_v4().to_string(),
-            wakeup,
+            handoff,
+            next_claim_at: AtomicI64::new(0),
             failures,
             sidecar_unreachable: AtomicBool::new(false),
             sidecar_gate: tokio::sync::Mutex::new(()),
@@ -151,12 +162,22 @@ impl Relay {
             _ = self.publisher.wait_until_outbound_ready(health_backoff) => {}
         }
         let relay = Arc::new(self);
+        let capacity = (relay.settings.batch_size * relay.settings.workers * 2) as usize;
+        relay.handoff.open(&relay.owner, relay.settings.lease, capacity);
+        // Closed however this ends, aborted included: creates written after it are claimed.
+        let taking = CloseOnDrop(relay.handoff.clone());
         let workers = (0..relay.settings.workers).map(|_| {
             let (relay, shutdown) = (relay.clone(), shutdown.clone());
             async move { relay.work(&shutdown).await }
         });
         futures::future::join_all(workers).await;
-        tracing::info!("relay stopped");
+        drop(taking);
+        // Events handed over but not published yet: claimable by the next start or another
+        // replica at once, rather than when their leases run out.
+        match queue::release_leases(&relay.db, &relay.owner).await {
+            Ok(released) => tracing::info!(released, "relay stopped"),
+            Err(error) => tracing::warn!(%error, "relay stopped; its unpublished events wait out their leases"),
+        }
     }
 
     /// One worker: a round, then the next at once while there was work, else a pause until a
@@ -172,6 +193,9 @@ impl Relay {
                 Ok(round) if round.sidecar_unreachable => {
                     database_failures = 0;
                     self.sidecar_unreachable.store(true, Ordering::Release);
+                    if let Err(error) = self.stop_taking_events().await {
+                        tracing::warn!(%error, "could not release handed-over events; they wait out their lease");
+                    }
                     continue;
                 }
                 Ok(round) if round.claimed > 0 => {
@@ -191,7 +215,7 @@ impl Relay {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = self.wakeup.notified() => {}
+                _ = self.handoff.wait_for_commit() => {}
                 _ = tokio::time::sleep(pause) => {}
             }
         }
@@ -217,6 +241,7 @@ impl Relay {
             _ = shutdown.cancelled() => {}
             _ = self.publisher.wait_until_outbound_ready(Backoff::new(initial, max)) => {
                 self.sidecar_unreachable.store(false, Ordering::Release);
+                self.handoff.resume();
                 tracing::info!(unreachable_ms = since.elapsed().as_millis() as u64, "publishing resumes");
             }
         }
@@ -228,9 +253,24 @@ impl Relay {
     /// one todo and the order daprd publishes a request's entries in does not matter. The
     /// outcomes are recorded together once every request has answered (or timed out).
     pub async fn run_once(&self) -> Result<Round> {
+        let mut batch = self.take_handed_over().await?;
         let now = epoch_millis();
-        let lease_until = now + self.settings.lease.as_millis() as i64;
-        let batch = queue::claim(&self.db, &self.owner, now, lease_until, self.settings.batch_size.into()).await?;
+        let room = self.settings.batch_size as usize - batch.len();
+        // The flag is taken first: a commit of claimable events after it sets it again.
+        let claim =
+            self.handoff.take_claimable() | batch.is_empty() | (now >= self.next_claim_at.load(Ordering::Acquire));
+        if claim && room == 0 {
+            self.handoff.committed(true);
+        } else if claim {
+            self.next_claim_at.store(now + self.settings.poll_interval.as_millis() as i64, Ordering::Release);
+            let lease_until = now + self.settings.lease.as_millis() as i64;
+            let claimed = queue::claim(&self.db, &self.owner, now, lease_until, room as i64).await?;
+            if claimed.len() == room {
+                // Possibly more waiting.
+                self.handoff.committed(true);
+            }
+            batch.extend(claimed);
+        }
         let claimed = batch.len();
         // An event daprd refused last time goes alone: a refusal answers for a whole request,
         // and it should not hold back the others.
@@ -266,6 +306,7 @@ impl Relay {
                 }
                 Outcome::Failed { attempt, retry_in, permanent, topic } => {
                     round.next_retry_in = Some(round.next_retry_in.map_or(retry_in, |d| d.min(retry_in)));
+                    self.next_claim_at.fetch_min(attempt.next_attempt_ms, Ordering::AcqRel);
                     failures.push((attempt, permanent, topic));
                 }
             }
@@ -282,6 +323,31 @@ impl Relay {
         }
         self.failures.lock().expect("the failure log is never poisoned").note(&failures, Instant::now());
         Ok(round)
+    }
+
+    /// Events handed over by the group commit, but not those whose lease is half gone (they
+    /// waited while the relay could not publish): those are released, for a claim to take,
+    /// since another replica may claim them once their lease runs out.
+    async fn take_handed_over(&self) -> Result<Vec<StoredEvent>> {
+        let handed = self.handoff.take(self.settings.batch_size as usize);
+        let fresh_until = epoch_millis() + (self.settings.lease / 2).as_millis() as i64;
+        let (fresh, stale): (Vec<_>, Vec<_>) = handed.into_iter().partition(|h| h.lease_until_ms > fresh_until);
+        if !stale.is_empty() {
+            queue::release(&self.db, &stale.iter().map(|h| h.event.event_id).collect::<Vec<_>>()).await?;
+            self.handoff.committed(true);
+        }
+        Ok(fresh.into_iter().map(|handed| handed.event).collect())
+    }
+
+    /// The sidecar refuses connections: nothing more is handed over until it is back, and
+    /// what waits is released, for a claim to take once it is.
+    async fn stop_taking_events(&self) -> Result<()> {
+        let waiting: Vec<Uuid> = self.handoff.pause().into_iter().map(|handed| handed.event.event_id).collect();
+        queue::release(&self.db, &waiting).await?;
+        if !waiting.is_empty() {
+            self.handoff.committed(true);
+        }
+        Ok(())
     }
 
     /// Publishes one topic's events in one bulk request, in a producer span linked to each
@@ -416,6 +482,15 @@ impl Relay {
             );
         }
         Ok(())
+    }
+}
+
+/// Stops the hand-off when dropped.
+struct CloseOnDrop(Arc<Handoff>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 

@@ -62,7 +62,7 @@ impl Application {
                 timeout: settings.relay.publish_timeout,
             })
             .map_err(|e| config_error(e.to_string()))?;
-            Some(Relay::new(db.clone(), publisher, settings.relay.clone(), settings.app_id.clone(), outbox.commits()))
+            Some(Relay::new(db.clone(), publisher, settings.relay.clone(), settings.app_id.clone(), outbox.handoff()))
         } else {
             None
         };

@@ -6,6 +6,7 @@
 //! claim reads, so a long history costs it nothing (see the migration for why it is a table of
 //! its own).
 
+pub mod handoff;
 pub mod metrics;
 pub mod parked;
 pub mod queue;
@@ -19,8 +20,9 @@ use service_kit::db::dialect::{AnyQuery, PerRowCount, value_rows};
 use service_kit::trace_context::{self, W3cContext};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, AnyPool, Row};
-use tokio::sync::Notify;
 use uuid::Uuid;
+
+use self::handoff::{Handoff, Lease};
 
 /// What an event carries besides its data: the business transaction it belongs to and what
 /// caused it. Whoever asks for a change fills it in (the HTTP layer from the request's
@@ -33,10 +35,10 @@ pub struct EventContext {
 }
 
 /// The outbox of one service instance: starts units of work, and tells the relay when one of
-/// them committed an event.
+/// them committed an event ([`Handoff`]).
 #[derive(Debug, Clone, Default)]
 pub struct Outbox {
-    committed: Arc<Notify>,
+    handoff: Arc<Handoff>,
 }
 
 impl Outbox {
@@ -44,21 +46,15 @@ impl Outbox {
         Self::default()
     }
 
-    /// Notified after every commit that wrote an event, so the relay publishes right away
-    /// instead of at its next poll.
-    pub fn commits(&self) -> Arc<Notify> {
-        self.committed.clone()
-    }
-
-    /// Tells the relay that events were committed by a statement outside any [`UnitOfWork`]
-    /// (a single-statement batch: `crate::todos::group_commit`).
-    pub fn committed_elsewhere(&self) {
-        self.committed.notify_one();
+    /// Told of every commit that wrote an event, so the relay publishes right away instead of
+    /// at its next poll, and handed new todos' events (`crate::todos::group_commit`).
+    pub fn handoff(&self) -> Arc<Handoff> {
+        self.handoff.clone()
     }
 
     /// Begins a transaction on `pool` in which a change and its events are written.
     pub async fn begin(&self, pool: &AnyPool) -> Result<UnitOfWork, sqlx::Error> {
-        Ok(UnitOfWork { tx: service_kit::db::begin(pool).await?, committed: self.committed.clone(), appended: false })
+        Ok(UnitOfWork { tx: service_kit::db::begin(pool).await?, handoff: self.handoff.clone(), appended: false })
     }
 }
 
@@ -67,7 +63,7 @@ impl Outbox {
 /// when an event was appended, so no command has to remember to.
 pub struct UnitOfWork {
     tx: sqlx::Transaction<'static, Any>,
-    committed: Arc<Notify>,
+    handoff: Arc<Handoff>,
     appended: bool,
 }
 
@@ -83,23 +79,28 @@ impl UnitOfWork {
         created_at: DateTime<Utc>,
     ) -> Result<Uuid, sqlx::Error> {
         let event = NewEvent::new(event_type, data, context, trace_context::current(), created_at);
-        insert_all(&mut self.tx, &[&event]).await?;
+        insert_all(&mut self.tx, &[&event], None).await?;
         self.appended = true;
         Ok(event.event_id)
     }
 
-    /// Appends events made beforehand, in the request spans they belong to
-    /// (`crate::todos::group_commit`): one statement per table, whatever their number.
-    pub async fn append_all(&mut self, events: &[&NewEvent]) -> Result<(), sqlx::Error> {
-        insert_all(&mut self.tx, events).await?;
-        self.appended |= !events.is_empty();
-        Ok(())
+    /// Appends new todos' events made beforehand, in the request spans they belong to
+    /// (`crate::todos::group_commit`): one statement per table, whatever their number. Their
+    /// queue rows are written under `lease` when it is given, for the events to be handed over
+    /// after the commit; the caller wakes the relay then.
+    pub async fn append_new_todos_events(
+        &mut self,
+        events: &[&NewEvent],
+        lease: Option<&Lease>,
+    ) -> Result<(), sqlx::Error> {
+        insert_all(&mut self.tx, events, lease).await
     }
 
+    /// Commits; wakes the relay when [`UnitOfWork::append`] appended an event.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         self.tx.commit().await?;
         if self.appended {
-            self.committed.notify_one();
+            self.handoff.committed(true);
         }
         Ok(())
     }
@@ -160,6 +161,28 @@ impl NewEvent {
             causation_id: context.causation_id.clone(),
         }
     }
+
+    /// The event as the relay would read it back once committed.
+    pub fn to_stored(&self) -> StoredEvent {
+        let trace = self.trace.as_ref();
+        StoredEvent {
+            event_id: self.event_id,
+            todo_id: self.todo_id,
+            seq: self.seq,
+            event_type: self.event_type.as_str().to_owned(),
+            topic: self.event_type.topic().to_owned(),
+            payload: self.payload.clone(),
+            created_at: self.created_at,
+            traceparent: trace.map(|t| t.traceparent.clone()),
+            tracestate: trace.and_then(|t| t.tracestate.clone()),
+            correlation_id: self.correlation_id.clone(),
+            causation_id: self.causation_id.clone(),
+            published_at: None,
+            discarded_at: None,
+            attempts: 0,
+            refused: false,
+        }
+    }
 }
 
 /// The columns of an appended event's `outbox_events` row, in [`bind_event`]'s order, and how
@@ -168,6 +191,13 @@ pub const INSERT_COLUMNS: &str = "event_id, todo_id, seq, event_type, topic, pay
      tracestate, correlation_id, causation_id";
 pub const INSERT_COLUMN_COUNT: usize = 11;
 pub const QUEUE_COLUMNS: &str = "event_id, todo_id, seq";
+/// The queue's lease columns, which [`bind_lease`] binds.
+pub const LEASE_COLUMNS: &str = "lease_owner, lease_expires_at";
+
+/// Binds a queue row's lease: owner and end, both NULL when the row is not leased.
+pub fn bind_lease<'q>(query: AnyQuery<'q>, lease: Option<&Lease>) -> AnyQuery<'q> {
+    query.bind(lease.map(|lease| lease.owner.to_string())).bind(lease.map(|lease| lease.until_ms))
+}
 
 /// Binds an appended event's values, in [`INSERT_COLUMNS`] order.
 pub fn bind_event<'q>(query: AnyQuery<'q>, event: &'q NewEvent) -> AnyQuery<'q> {
@@ -186,8 +216,9 @@ pub fn bind_event<'q>(query: AnyQuery<'q>, event: &'q NewEvent) -> AnyQuery<'q> 
         .bind(event.causation_id.as_deref())
 }
 
-/// Writes events and queues them for the relay: one statement per table, whatever their number.
-async fn insert_all(conn: &mut AnyConnection, events: &[&NewEvent]) -> Result<(), sqlx::Error> {
+/// Writes events and queues them for the relay, leased under `lease` when given: one statement
+/// per table, whatever their number.
+async fn insert_all(conn: &mut AnyConnection, events: &[&NewEvent], lease: Option<&Lease>) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }
@@ -195,7 +226,7 @@ async fn insert_all(conn: &mut AnyConnection, events: &[&NewEvent]) -> Result<()
         format!("INSERT INTO outbox_events ({INSERT_COLUMNS}) VALUES {}", value_rows(1, INSERT_COLUMN_COUNT, rows))
     });
     static QUEUE: PerRowCount = PerRowCount::new(64, |rows| {
-        format!("INSERT INTO outbox_queue ({QUEUE_COLUMNS}) VALUES {}", value_rows(1, 3, rows))
+        format!("INSERT INTO outbox_queue ({QUEUE_COLUMNS}, {LEASE_COLUMNS}) VALUES {}", value_rows(1, 5, rows))
     });
     let history = HISTORY.get(events.len());
     events.iter().fold(sqlx::query(&history), |query, event| bind_event(query, event)).execute(&mut *conn).await?;
@@ -203,7 +234,8 @@ async fn insert_all(conn: &mut AnyConnection, events: &[&NewEvent]) -> Result<()
     events
         .iter()
         .fold(sqlx::query(&queue), |query, event| {
-            query.bind(event.event_id.to_string()).bind(event.todo_id.to_string()).bind(event.seq)
+            let row = query.bind(event.event_id.to_string()).bind(event.todo_id.to_string()).bind(event.seq);
+            bind_lease(row, lease)
         })
         .execute(&mut *conn)
         .await?;

@@ -208,6 +208,23 @@ pub async fn mark_failed(db: &Database, failures: &[FailedAttempt]) -> Result<()
     Ok(())
 }
 
+/// Releases the leases of `event_ids`, leaving everything else as it was: they are claimable
+/// again at once.
+pub async fn release(db: &Database, event_ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if event_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(&release_sql(db.backend)).bind(json_array(event_ids)).execute(&db.writer).await?;
+    Ok(())
+}
+
+fn release_sql(backend: Backend) -> String {
+    format!(
+        "UPDATE outbox_queue SET lease_owner = NULL, lease_expires_at = NULL WHERE {}",
+        backend.in_json_array("event_id", 1)
+    )
+}
+
 /// Releases the leases of events that were never handed over (the sidecar was unreachable),
 /// leaving their attempt counts and schedule as they were, so they are claimable again at once;
 /// `reason` becomes their `last_error`, for operators asking why they are still pending. One
@@ -218,11 +235,7 @@ pub async fn release_untried(db: &Database, event_ids: &[Uuid], reason: &str) ->
     }
     let ids = json_array(event_ids);
     let mut tx = db.begin().await?;
-    let release = format!(
-        "UPDATE outbox_queue SET lease_owner = NULL, lease_expires_at = NULL WHERE {}",
-        db.backend.in_json_array("event_id", 1)
-    );
-    sqlx::query(&release).bind(&ids).execute(&mut *tx).await?;
+    sqlx::query(&release_sql(db.backend)).bind(&ids).execute(&mut *tx).await?;
     let note = format!("UPDATE outbox_events SET last_error = $1 WHERE {}", db.backend.in_json_array("event_id", 2));
     sqlx::query(&note).bind(reason).bind(ids).execute(&mut *tx).await?;
     tx.commit().await?;

@@ -11,6 +11,10 @@
 //! is free, so a lone create is written at once and batches grow only while a commit is under
 //! way (docs/architecture.md, "Group commit").
 //!
+//! While this instance's relay takes them, the queue rows are written leased to it and the
+//! events handed over after the commit, so it publishes them without claiming them
+//! (`crate::outbox::handoff`).
+//!
 //! Creates with an `Idempotency-Key` are not batched: each looks its key up first, in its own
 //! transaction (`super::commands`).
 
@@ -23,7 +27,8 @@ use tracing::Instrument;
 use super::error::TodoError;
 use super::model::Todo;
 use super::store;
-use crate::outbox::{self, NewEvent, Outbox};
+use crate::outbox::handoff::{Handoff, Lease};
+use crate::outbox::{self, NewEvent, Outbox, StoredEvent, queue};
 
 /// The most creates one commit carries: bounds the statement (21 values a create) and how
 /// long the first of them waits for the rest to be written.
@@ -115,7 +120,18 @@ async fn commit_and_answer(db: &Database, outbox: &Outbox, batch: &mut Vec<Pendi
     }
 }
 
+/// Writes `batch` in one commit, its queue rows leased to this instance's relay when it takes
+/// them, and hands the events over once committed (`crate::outbox::handoff`).
 async fn commit(db: &Database, outbox: &Outbox, batch: &[Pending]) -> Result<(), sqlx::Error> {
+    let handoff = outbox.handoff();
+    let lease = handoff.lease(batch.len(), epoch_millis());
+    write(db, outbox, batch, lease.as_ref()).await?;
+    let events = batch.iter().map(|pending| pending.event.to_stored()).collect();
+    hand_over(db, &handoff, lease.as_ref(), events).await;
+    Ok(())
+}
+
+async fn write(db: &Database, outbox: &Outbox, batch: &[Pending], lease: Option<&Lease>) -> Result<(), sqlx::Error> {
     let todos: Vec<&Todo> = batch.iter().map(|pending| &pending.todo).collect();
     let events: Vec<&NewEvent> = batch.iter().map(|pending| &pending.event).collect();
     match db.backend {
@@ -123,30 +139,56 @@ async fn commit(db: &Database, outbox: &Outbox, batch: &[Pending]) -> Result<(),
             static STATEMENT: PerRowCount = PerRowCount::new(MAX_BATCH, postgres_statement);
             let sql = STATEMENT.get(batch.len());
             let query = todos.iter().fold(sqlx::query(&sql), |query, todo| store::bind_row(query, todo));
-            events.iter().fold(query, |query, event| outbox::bind_event(query, event)).execute(&db.writer).await?;
-            outbox.committed_elsewhere();
+            let query = events.iter().fold(query, |query, event| outbox::bind_event(query, event));
+            outbox::bind_lease(query, lease).execute(&db.writer).await?;
         }
         Backend::Sqlite => {
             let mut unit = outbox.begin(&db.writer).await?;
             store::insert_all(&mut unit, &todos).await?;
-            unit.append_all(&events).await?;
+            unit.append_new_todos_events(&events, lease).await?;
             unit.commit().await?;
         }
     }
     Ok(())
 }
 
+/// Hands committed events over to the relay when they were written under `lease`, and wakes it.
+async fn hand_over(db: &Database, handoff: &Handoff, lease: Option<&Lease>, events: Vec<StoredEvent>) {
+    let Some(lease) = lease else {
+        handoff.committed(true);
+        return;
+    };
+    if let Err(refused) = handoff.hand_over(lease, events) {
+        // The relay stopped taking events after the lease was given (the sidecar became
+        // unreachable, or shutdown): the rows are released for a claim to find, or, should
+        // that fail, claimable once the lease runs out.
+        let ids: Vec<_> = refused.iter().map(|event| event.event_id).collect();
+        if let Err(error) = queue::release(db, &ids).await {
+            tracing::warn!(%error, events = ids.len(), "could not release handed-over events; they wait out their lease");
+        }
+        handoff.committed(true);
+    }
+}
+
+fn epoch_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 /// `creates` todos, their events and their queue rows in one statement: the queue rows are
-/// the events' keys as inserted.
+/// the events' keys as inserted, and the lease (the last two parameters: owner, end).
 fn postgres_statement(creates: usize) -> String {
     let todo_values = value_rows(1, store::INSERT_COLUMN_COUNT, creates);
-    let event_values = value_rows(1 + store::INSERT_COLUMN_COUNT * creates, outbox::INSERT_COLUMN_COUNT, creates);
+    let first_event = 1 + store::INSERT_COLUMN_COUNT * creates;
+    let event_values = value_rows(first_event, outbox::INSERT_COLUMN_COUNT, creates);
+    let lease = first_event + outbox::INSERT_COLUMN_COUNT * creates;
     format!(
         "WITH new_todos AS (INSERT INTO todos ({}) VALUES {todo_values}), \
               new_events AS (INSERT INTO outbox_events ({}) VALUES {event_values} RETURNING {queue}) \
-         INSERT INTO outbox_queue ({queue}) SELECT {queue} FROM new_events",
+         INSERT INTO outbox_queue ({queue}, {}) SELECT {queue}, ${lease}, ${} FROM new_events",
         store::INSERT_COLUMNS,
         outbox::INSERT_COLUMNS,
+        outbox::LEASE_COLUMNS,
+        lease + 1,
         queue = outbox::QUEUE_COLUMNS,
     )
 }
@@ -168,19 +210,25 @@ mod tests {
     use service_kit::on_both_backends;
     use service_kit::testing::TestDb;
     use sqlx::Row;
+    use uuid::Uuid;
 
     use super::*;
     use crate::outbox::EventContext;
     use crate::todos::model::{NewTodo, new_todo};
 
-    on_both_backends!(one_commit_writes_every_queued_create, a_refused_create_fails_alone);
+    on_both_backends!(
+        one_commit_writes_every_queued_create,
+        a_refused_create_fails_alone,
+        creates_are_leased_to_the_relay_and_handed_over,
+        creates_given_back_by_a_stopped_relay_are_released
+    );
 
     #[test]
     fn the_postgres_statement_numbers_the_events_after_the_todos() {
         let sql = postgres_statement(2);
         assert!(sql.contains("VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10), ($11,"), "{sql}");
         assert!(sql.contains("($32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42) RETURNING"), "{sql}");
-        assert!(sql.ends_with("SELECT event_id, todo_id, seq FROM new_events"), "{sql}");
+        assert!(sql.ends_with("SELECT event_id, todo_id, seq, $43, $44 FROM new_events"), "{sql}");
     }
 
     fn create(title: &str) -> (Pending, oneshot::Receiver<Result<Todo, TodoError>>) {
@@ -200,6 +248,10 @@ mod tests {
     /// Queues `titles` before a writer runs, so its first batch holds them all, then runs one
     /// writer until the queue is drained; the answers in order.
     async fn write_as_one_batch(db: &Database, titles: &[&str]) -> Vec<Result<Todo, TodoError>> {
+        write_as_one_batch_to(db, Outbox::new(), titles).await
+    }
+
+    async fn write_as_one_batch_to(db: &Database, outbox: Outbox, titles: &[&str]) -> Vec<Result<Todo, TodoError>> {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let mut answers = Vec::new();
         for title in titles {
@@ -208,7 +260,7 @@ mod tests {
             answers.push(answered);
         }
         drop(queue);
-        write_batches(receiver, db.clone(), Outbox::new()).await;
+        write_batches(receiver, db.clone(), outbox).await;
         let mut outcomes = Vec::new();
         for answered in answers {
             outcomes.push(answered.await.expect("every create is answered"));
@@ -241,6 +293,67 @@ mod tests {
         assert_eq!(count(&db, "SELECT COUNT(*) FROM todos").await, created);
         assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox_events").await, created);
         assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox_queue").await, created);
+        db.close().await;
+    }
+
+    /// Every queue row's lease owner and end, by event id.
+    async fn leases(db: &Database) -> std::collections::HashMap<String, (Option<String>, Option<i64>)> {
+        let rows = sqlx::query("SELECT event_id, lease_owner, lease_expires_at FROM outbox_queue")
+            .fetch_all(&db.reader)
+            .await
+            .unwrap();
+        rows.iter().map(|row| (row.get(0), (row.get(1), row.get(2)))).collect()
+    }
+
+    async fn creates_are_leased_to_the_relay_and_handed_over(backend: Backend) {
+        let test_db = TestDb::new(backend).await;
+        let db = test_db.connect(crate::startup::MIGRATIONS).await;
+        let outbox = Outbox::new();
+        let lease = std::time::Duration::from_secs(30);
+        outbox.handoff().open("relay-1", lease, 100);
+        let before = epoch_millis();
+        let outcomes = write_as_one_batch_to(&db, outbox.clone(), &["first", "second", "third"]).await;
+        let created: Vec<Uuid> = outcomes.iter().map(|outcome| outcome.as_ref().unwrap().id).collect();
+        let handed = outbox.handoff().take(100);
+        let handed_todos: Vec<Uuid> = handed.iter().map(|h| h.event.todo_id).collect();
+        assert_eq!(handed_todos, created, "every create's event is handed over, in order");
+        let leases = leases(&db).await;
+        assert_eq!(leases.len(), 3);
+        for handed in &handed {
+            let history = crate::outbox::history(&db.reader, handed.event.todo_id).await.unwrap();
+            assert_eq!(history.len(), 1);
+            let stored = &history[0];
+            assert_eq!(
+                (stored.event_id, &stored.payload, &stored.topic, &stored.correlation_id, stored.seq),
+                (handed.event.event_id, &handed.event.payload, &handed.event.topic, &handed.event.correlation_id, 1),
+                "what is handed over is what was stored"
+            );
+            let (owner, until) = &leases[&handed.event.event_id.to_string()];
+            assert_eq!(owner.as_deref(), Some("relay-1"));
+            assert_eq!(*until, Some(handed.lease_until_ms));
+            assert!(handed.lease_until_ms >= before + lease.as_millis() as i64);
+        }
+        assert!(!outbox.handoff().take_claimable(), "nothing needs a claim");
+        db.close().await;
+    }
+
+    async fn creates_given_back_by_a_stopped_relay_are_released(backend: Backend) {
+        let test_db = TestDb::new(backend).await;
+        let db = test_db.connect(crate::startup::MIGRATIONS).await;
+        let (outbox, lease) = (Outbox::new(), std::time::Duration::from_secs(30));
+        outbox.handoff().open("relay-1", lease, 100);
+        // The relay stops between the lease and the hand-over.
+        let handoff = outbox.handoff();
+        let lease_given = handoff.lease(1, epoch_millis()).unwrap();
+        let (pending, _answered) = create("raced");
+        let batch = [pending];
+        write(&db, &outbox, &batch, Some(&lease_given)).await.unwrap();
+        assert_eq!(leases(&db).await.values().next().unwrap().0.as_deref(), Some("relay-1"), "written leased");
+        handoff.close();
+        hand_over(&db, &handoff, Some(&lease_given), vec![batch[0].event.to_stored()]).await;
+        assert_eq!(leases(&db).await.values().next().unwrap(), &(None, None), "released for a claim");
+        assert!(handoff.take_claimable(), "the relay is told to claim");
+        assert!(handoff.take(10).is_empty());
         db.close().await;
     }
 

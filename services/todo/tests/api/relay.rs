@@ -12,12 +12,17 @@ use serde_json::{Value, json};
 use service_kit::trace_context::span_context;
 use sqlx::Row;
 
+use dapr_events::{DaprPublisher, PublisherConfig};
+use todo::outbox::handoff::Handoff;
+use todo::relay::Relay;
+
 use crate::helpers::{Backend, DEADLINE, FakeSidecar, Recorded, SendJson, TestApp, TestDb, eventually};
 use crate::on_both_backends;
 
 on_both_backends!(
     publishes_each_event_with_daprs_request_shape,
     keeps_per_todo_order_under_concurrent_writers,
+    a_round_with_handed_over_events_claims_only_when_a_commit_asks,
     retries_failed_publishes_without_loss_while_other_todos_flow,
     waits_for_a_sidecar_that_refuses_connections_and_resumes_at_once,
     retries_after_a_publish_timeout,
@@ -143,6 +148,71 @@ async fn keeps_per_todo_order_under_concurrent_writers(backend: Backend) {
     assert!(total > 6 * 2, "the concurrent updates produced changes");
     sidecar.wait_for_accepted(total as usize).await;
     assert_in_order(&sidecar.accepted_by_todo(), &expected);
+}
+
+/// New todos' events are handed to the relay without a claim (`todo::outbox::handoff`). A
+/// round claims as well only when something may wait that a claim alone finds: here a commit
+/// of such events (a flag the commit sets), never merely because events were handed over.
+/// The poll interval is far longer than the test, so it cannot be what triggers a claim.
+async fn a_round_with_handed_over_events_claims_only_when_a_commit_asks(backend: Backend) {
+    let sidecar = FakeSidecar::start().await;
+    let test_db = Arc::new(TestDb::new(backend).await);
+    // The app writes the events; its own relay is off, so every queue row is unleased.
+    let app = TestApp::spawn_with(test_db, &sidecar, &[("RELAY_ENABLED", "false")]).await;
+    let settings =
+        todo::config::Settings::from_lookup(|name| (name == "RELAY_POLL_INTERVAL_MS").then(|| "600000".to_owned()))
+            .unwrap();
+    let publisher = DaprPublisher::new(PublisherConfig {
+        sidecar_url: format!("http://127.0.0.1:{}", sidecar.port()).parse().unwrap(),
+        pubsub_name: "pubsub".into(),
+        api_token: None,
+        timeout: std::time::Duration::from_secs(5),
+    })
+    .unwrap();
+    let handoff = Arc::new(Handoff::default());
+    let relay = Relay::new(app.db.clone(), publisher, settings.relay.clone(), "todo".into(), handoff.clone());
+    handoff.open(relay.owner(), settings.relay.lease, 100);
+    // A todo's event as the group commit would hand it over: leased to the relay, then given.
+    let hand_over = |title: &'static str| {
+        let (app, handoff, owner) = (&app, &handoff, relay.owner().to_owned());
+        async move {
+            let id = app.create_todo("handoff", title).await["id"].as_str().unwrap().to_owned();
+            let lease = handoff.lease(1, chrono::Utc::now().timestamp_millis()).unwrap();
+            sqlx::query("UPDATE outbox_queue SET lease_owner = $1, lease_expires_at = $2 WHERE todo_id = $3")
+                .bind(owner)
+                .bind(lease.until_ms)
+                .bind(&id)
+                .execute(&app.db.writer)
+                .await
+                .unwrap();
+            let event = todo::outbox::history(&app.db.reader, id.parse().unwrap()).await.unwrap().remove(0);
+            handoff.hand_over(&lease, vec![event]).unwrap();
+            id
+        }
+    };
+    let published = |ids: &[&String]| {
+        let by_todo = sidecar.accepted_by_todo();
+        ids.iter().map(|id| by_todo.contains_key(*id)).collect::<Vec<bool>>()
+    };
+
+    let unleased = app.create_todo("claim", "only a claim finds me").await["id"].as_str().unwrap().to_owned();
+    let handed = hand_over("handed over").await;
+    let round = relay.run_once().await.unwrap();
+    assert_eq!(round.published, 2, "a relay's first round claims");
+    assert_eq!(published(&[&unleased, &handed]), [true, true]);
+
+    let waiting = app.create_todo("claim", "committed without a word").await["id"].as_str().unwrap().to_owned();
+    let handed = hand_over("handed over, no claim").await;
+    let round = relay.run_once().await.unwrap();
+    assert_eq!((round.claimed, round.published), (1, 1), "handed-over events alone: no claim");
+    assert_eq!(published(&[&waiting, &handed]), [false, true]);
+
+    let handed = hand_over("handed over, and a commit asks").await;
+    handoff.committed(true);
+    let round = relay.run_once().await.unwrap();
+    assert_eq!(round.published, 2, "the commit's flag makes the round claim too");
+    assert_eq!(published(&[&waiting, &handed]), [true, true]);
+    app.stop().await;
 }
 
 async fn retries_failed_publishes_without_loss_while_other_todos_flow(backend: Backend) {
