@@ -59,9 +59,11 @@ pub struct Relay {
     /// This instance's lease owner id.
     owner: String,
     handoff: Arc<Handoff>,
-    /// When a round claims even with handed-over events to publish (epoch ms): the poll
-    /// interval after the last claim, or sooner when a failed event's retry comes due.
-    next_claim_at: AtomicI64,
+    /// When a round claims without being asked to by a commit (epoch ms): the poll interval
+    /// after the last claim, and when the soonest failed event's retry comes due (`i64::MAX`
+    /// when none is waiting).
+    next_poll_at: AtomicI64,
+    retry_due_at: AtomicI64,
     failures: Mutex<FailureLog>,
     /// Set by the worker that found the sidecar refusing connections; every worker then waits
     /// on the one health poll (`sidecar_gate`) instead of trying a round of its own.
@@ -137,7 +139,8 @@ impl Relay {
             source,
             owner: Uuid::new_v4().to_string(),
             handoff,
-            next_claim_at: AtomicI64::new(0),
+            next_poll_at: AtomicI64::new(0),
+            retry_due_at: AtomicI64::new(i64::MAX),
             failures,
             sidecar_unreachable: AtomicBool::new(false),
             sidecar_gate: tokio::sync::Mutex::new(()),
@@ -256,13 +259,20 @@ impl Relay {
         let mut batch = self.take_handed_over().await?;
         let now = epoch_millis();
         let room = self.settings.batch_size as usize - batch.len();
-        // The flag is taken first: a commit of claimable events after it sets it again.
-        let claim =
-            self.handoff.take_claimable() | batch.is_empty() | (now >= self.next_claim_at.load(Ordering::Acquire));
+        // Not merely because nothing was handed over: with several workers, most would find
+        // nothing to take and claim in vain, a query each. The flag is taken first: a commit of
+        // claimable events after it sets it again.
+        let claim = self.handoff.take_claimable()
+            | (now >= self.next_poll_at.load(Ordering::Acquire))
+            | (now >= self.retry_due_at.load(Ordering::Acquire));
         if claim && room == 0 {
             self.handoff.committed(true);
         } else if claim {
-            self.next_claim_at.store(now + self.settings.poll_interval.as_millis() as i64, Ordering::Release);
+            self.next_poll_at.store(now + self.settings.poll_interval.as_millis() as i64, Ordering::Release);
+            // A retry that came due is claimed now; one set since, for later, stays.
+            let _ = self
+                .retry_due_at
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |due| (due <= now).then_some(i64::MAX));
             let lease_until = now + self.settings.lease.as_millis() as i64;
             let claimed = queue::claim(&self.db, &self.owner, now, lease_until, room as i64).await?;
             if claimed.len() == room {
@@ -306,7 +316,7 @@ impl Relay {
                 }
                 Outcome::Failed { attempt, retry_in, permanent, topic } => {
                     round.next_retry_in = Some(round.next_retry_in.map_or(retry_in, |d| d.min(retry_in)));
-                    self.next_claim_at.fetch_min(attempt.next_attempt_ms, Ordering::AcqRel);
+                    self.retry_due_at.fetch_min(attempt.next_attempt_ms, Ordering::AcqRel);
                     failures.push((attempt, permanent, topic));
                 }
             }
@@ -316,6 +326,9 @@ impl Relay {
         queue::mark_published(&self.db, &published, chrono::Utc::now()).await?;
         self.vacuum_queue_when_due(published.len()).await;
         queue::release_untried(&self.db, &untried, unreachable.as_deref().unwrap_or_default()).await?;
+        if !untried.is_empty() {
+            self.handoff.committed(true);
+        }
         let attempts: Vec<FailedAttempt> = failures.iter().map(|(attempt, ..)| attempt.clone()).collect();
         queue::mark_failed(&self.db, &attempts).await?;
         for (attempt, _, topic) in failures.iter().filter(|(attempt, ..)| attempt.refused_at.is_some()) {
