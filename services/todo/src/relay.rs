@@ -28,7 +28,8 @@
 //! come due, or `RELAY_POLL_INTERVAL_MS` since the last claim (other replicas' events,
 //! expired leases).
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -45,7 +46,7 @@ use uuid::Uuid;
 
 use crate::config::RelaySettings;
 use crate::outbox::StoredEvent;
-use crate::outbox::handoff::Handoff;
+use crate::outbox::handoff::{Handed, Handoff};
 use crate::outbox::queue::{self, FailedAttempt};
 
 type Result<T, E = sqlx::Error> = std::result::Result<T, E>;
@@ -60,10 +61,9 @@ pub struct Relay {
     owner: String,
     handoff: Arc<Handoff>,
     /// When a round claims without being asked to by a commit (epoch ms): the poll interval
-    /// after the last claim, and when the soonest failed event's retry comes due (`i64::MAX`
-    /// when none is waiting).
+    /// after the last claim, and when failed events' retries come due ([`Relay::retries`]).
     next_poll_at: AtomicI64,
-    retry_due_at: AtomicI64,
+    retry_due: Mutex<BinaryHeap<Reverse<i64>>>,
     failures: Mutex<FailureLog>,
     /// Set by the worker that found the sidecar refusing connections; every worker then waits
     /// on the one health poll (`sidecar_gate`) instead of trying a round of its own.
@@ -140,7 +140,7 @@ impl Relay {
             owner: Uuid::new_v4().to_string(),
             handoff,
             next_poll_at: AtomicI64::new(0),
-            retry_due_at: AtomicI64::new(i64::MAX),
+            retry_due: Mutex::default(),
             failures,
             sidecar_unreachable: AtomicBool::new(false),
             sidecar_gate: tokio::sync::Mutex::new(()),
@@ -208,7 +208,8 @@ impl Relay {
                 }
                 Ok(round) => {
                     database_failures = 0;
-                    round.next_retry_in.map_or(self.settings.poll_interval, |d| d.min(self.settings.poll_interval))
+                    let pause = self.next_claim_in().min(self.settings.poll_interval);
+                    round.next_retry_in.map_or(pause, |d| d.min(pause))
                 }
                 Err(error) => {
                     tracing::error!(%error, "relay could not read the outbox; retrying");
@@ -250,38 +251,34 @@ impl Relay {
         }
     }
 
-    /// Claims a batch and publishes it: one bulk publish per topic, all at once (and one per
-    /// event daprd refused last time). Events in a
-    /// batch belong to different todos (one head per todo), so no request holds two events of
-    /// one todo and the order daprd publishes a request's entries in does not matter. The
-    /// outcomes are recorded together once every request has answered (or timed out).
+    /// Takes what was handed over and claims when a claim is due (see the module
+    /// documentation), then publishes the lot: one bulk publish per topic, all at once (and one
+    /// per event daprd refused last time). Events in a batch belong to different todos (one
+    /// head per todo), so no request holds two events of one todo and the order daprd
+    /// publishes a request's entries in does not matter. The outcomes are recorded together
+    /// once every request has answered (or timed out).
     pub async fn run_once(&self) -> Result<Round> {
-        let mut batch = self.take_handed_over().await?;
         let now = epoch_millis();
-        let room = self.settings.batch_size as usize - batch.len();
         // Not merely because nothing was handed over: with several workers, most would find
         // nothing to take and claim in vain, a query each. The flag is taken first: a commit of
         // claimable events after it sets it again.
         let claim = self.handoff.take_claimable()
             | (now >= self.next_poll_at.load(Ordering::Acquire))
-            | (now >= self.retry_due_at.load(Ordering::Acquire));
-        if claim && room == 0 {
-            self.handoff.committed(true);
-        } else if claim {
-            self.next_poll_at.store(now + self.settings.poll_interval.as_millis() as i64, Ordering::Release);
-            // A retry that came due is claimed now; one set since, for later, stays.
-            let _ = self
-                .retry_due_at
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |due| (due <= now).then_some(i64::MAX));
-            let lease_until = now + self.settings.lease.as_millis() as i64;
-            let claimed = queue::claim(&self.db, &self.owner, now, lease_until, room as i64).await?;
-            if claimed.len() == room {
-                // Possibly more waiting.
-                self.handoff.committed(true);
+            | self.retries().peek().is_some_and(|Reverse(due)| *due <= now);
+        let batch_size = self.settings.batch_size as usize;
+        // A claim gets at least half the batch, so a stream of new todos cannot crowd it out.
+        let handed = self.handoff.take(if claim { batch_size / 2 } else { batch_size });
+        let handed_todos: Vec<Uuid> = handed.iter().map(|h| h.event.todo_id).collect();
+        let batch = match self.gather(handed, claim, now).await {
+            Ok(batch) => batch,
+            Err((error, handed)) => {
+                self.handoff.give_back(handed);
+                self.handoff.ask_for_claim();
+                return Err(error);
             }
-            batch.extend(claimed);
-        }
+        };
         let claimed = batch.len();
+        let published_claimed = batch.len() > handed_todos.len();
         // An event daprd refused last time goes alone: a refusal answers for a whole request,
         // and it should not hold back the others.
         // A request stays under MAX_REQUEST_BYTES (daprd refuses bodies over 4 MiB by default).
@@ -316,21 +313,29 @@ impl Relay {
                 }
                 Outcome::Failed { attempt, retry_in, permanent, topic } => {
                     round.next_retry_in = Some(round.next_retry_in.map_or(retry_in, |d| d.min(retry_in)));
-                    self.retry_due_at.fetch_min(attempt.next_attempt_ms, Ordering::AcqRel);
                     failures.push((attempt, permanent, topic));
                 }
             }
         }
         round.published = published.len();
         round.sidecar_unreachable = !untried.is_empty();
-        queue::mark_published(&self.db, &published, chrono::Utc::now()).await?;
+        // Once these are out of the queue their todos' next events are claimable: a claim
+        // skipped them while these were queued. Claimed events may have next events committed
+        // before; handed-over ones only if `finished` says so.
+        let followed = self.handoff.finished(handed_todos) | published_claimed;
+        let marked = queue::mark_published(&self.db, &published, chrono::Utc::now()).await;
+        if followed || marked.is_err() {
+            self.handoff.ask_for_claim();
+        }
+        marked?;
         self.vacuum_queue_when_due(published.len()).await;
         queue::release_untried(&self.db, &untried, unreachable.as_deref().unwrap_or_default()).await?;
         if !untried.is_empty() {
-            self.handoff.committed(true);
+            self.handoff.ask_for_claim();
         }
         let attempts: Vec<FailedAttempt> = failures.iter().map(|(attempt, ..)| attempt.clone()).collect();
         queue::mark_failed(&self.db, &attempts).await?;
+        self.retries().extend(attempts.iter().map(|attempt| Reverse(attempt.next_attempt_ms)));
         for (attempt, _, topic) in failures.iter().filter(|(attempt, ..)| attempt.refused_at.is_some()) {
             self.park_if_refused_long_enough(attempt, topic).await?;
         }
@@ -338,27 +343,69 @@ impl Relay {
         Ok(round)
     }
 
-    /// Events handed over by the group commit, but not those whose lease is half gone (they
-    /// waited while the relay could not publish): those are released, for a claim to take,
-    /// since another replica may claim them once their lease runs out.
-    async fn take_handed_over(&self) -> Result<Vec<StoredEvent>> {
-        let handed = self.handoff.take(self.settings.batch_size as usize);
-        let fresh_until = epoch_millis() + (self.settings.lease / 2).as_millis() as i64;
+    /// The batch of a round: the events handed over, but not those whose lease is half gone
+    /// (they waited while the relay could not keep up; another replica may claim them once it
+    /// runs out), which are released for a claim to take; and, when `claim`, what a claim
+    /// finds in the rest of the batch. On failure, the handed-over events that are still
+    /// leased, to give back.
+    async fn gather(
+        &self,
+        handed: Vec<Handed>,
+        claim: bool,
+        now: i64,
+    ) -> std::result::Result<Vec<StoredEvent>, (sqlx::Error, Vec<Handed>)> {
+        let fresh_until = now + (self.settings.lease / 2).as_millis() as i64;
         let (fresh, stale): (Vec<_>, Vec<_>) = handed.into_iter().partition(|h| h.lease_until_ms > fresh_until);
         if !stale.is_empty() {
-            queue::release(&self.db, &stale.iter().map(|h| h.event.event_id).collect::<Vec<_>>()).await?;
-            self.handoff.committed(true);
+            let ids: Vec<Uuid> = stale.iter().map(|h| h.event.event_id).collect();
+            if let Err(error) = queue::release(&self.db, &self.owner, &ids).await {
+                return Err((error, fresh.into_iter().chain(stale).collect()));
+            }
+            self.handoff.finished(stale.iter().map(|h| h.event.todo_id));
+            self.handoff.ask_for_claim();
         }
-        Ok(fresh.into_iter().map(|handed| handed.event).collect())
+        if !claim {
+            return Ok(fresh.into_iter().map(|handed| handed.event).collect());
+        }
+        let room = self.settings.batch_size as usize - fresh.len();
+        self.next_poll_at.store(now + self.settings.poll_interval.as_millis() as i64, Ordering::Release);
+        let lease_until = now + self.settings.lease.as_millis() as i64;
+        let claimed = match queue::claim(&self.db, &self.owner, now, lease_until, room as i64).await {
+            Ok(claimed) => claimed,
+            Err(error) => return Err((error, fresh)),
+        };
+        // The retries that came due were up for this claim; those due later stay.
+        let mut retries = self.retries();
+        while retries.peek().is_some_and(|Reverse(due)| *due <= now) {
+            retries.pop();
+        }
+        drop(retries);
+        if claimed.len() == room {
+            // Possibly more waiting.
+            self.handoff.ask_for_claim();
+        }
+        Ok(fresh.into_iter().map(|handed| handed.event).chain(claimed).collect())
+    }
+
+    /// When failed events' retries come due (epoch ms), soonest first.
+    fn retries(&self) -> std::sync::MutexGuard<'_, BinaryHeap<Reverse<i64>>> {
+        self.retry_due.lock().expect("the retry times are never poisoned")
+    }
+
+    /// How long until a claim is due without a commit asking for one.
+    fn next_claim_in(&self) -> Duration {
+        let retry = self.retries().peek().map_or(i64::MAX, |Reverse(due)| *due);
+        let due = self.next_poll_at.load(Ordering::Acquire).min(retry);
+        Duration::from_millis(due.saturating_sub(epoch_millis()).max(0) as u64)
     }
 
     /// The sidecar refuses connections: nothing more is handed over until it is back, and
     /// what waits is released, for a claim to take once it is.
     async fn stop_taking_events(&self) -> Result<()> {
         let waiting: Vec<Uuid> = self.handoff.pause().into_iter().map(|handed| handed.event.event_id).collect();
-        queue::release(&self.db, &waiting).await?;
+        queue::release(&self.db, &self.owner, &waiting).await?;
         if !waiting.is_empty() {
-            self.handoff.committed(true);
+            self.handoff.ask_for_claim();
         }
         Ok(())
     }

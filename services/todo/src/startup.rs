@@ -123,6 +123,12 @@ impl Application {
                         Ok(()) if !shutdown.is_cancelled() => Some("it returned before shutdown".to_owned()),
                         Ok(()) => None,
                     };
+                    if failure.is_some()
+                        && let Some((owner, _)) = &relay
+                    {
+                        // What it claimed or was handed, for the next start to publish at once.
+                        let _ = tokio::time::timeout(Duration::from_secs(1), queue::release_leases(&db, owner)).await;
+                    }
                     relay = None;
                     shutdown.cancel();
                 }
@@ -132,6 +138,9 @@ impl Application {
             && tokio::time::timeout(grace, &mut relay_task.0).await.is_err()
         {
             relay_task.0.abort();
+            // Aborting only asks: once the task is gone, nothing more is handed over to it
+            // (`crate::outbox::handoff`), so the release below leaves no lease behind.
+            let _ = (&mut relay_task.0).await;
             let released = tokio::time::timeout(Duration::from_secs(1), queue::release_leases(&db, &owner)).await;
             tracing::warn!(
                 grace_ms = grace.as_millis() as u64,

@@ -19,7 +19,7 @@
 //! (not while the sidecar is unreachable, not after it stopped) and while it keeps up (at most
 //! `capacity` waiting); otherwise their queue rows are written unleased and claimed as before.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,6 +45,11 @@ struct State {
     /// False while the taker cannot publish (the sidecar is unreachable).
     accepting: bool,
     events: VecDeque<Handed>,
+    /// The todos of events handed over and not finished yet (waiting or being published),
+    /// and whether a later event of the todo was committed meanwhile: a claim that came for it
+    /// then skipped it, since its todo had an earlier event queued, and once that one is
+    /// published it needs another.
+    in_flight: HashMap<Uuid, bool>,
 }
 
 #[derive(Debug)]
@@ -70,17 +75,27 @@ pub struct Handed {
 }
 
 impl Handoff {
-    /// Wakes the relay: events were committed. `claimable` when some of them only a claim will
-    /// find.
-    pub fn committed(&self, claimable: bool) {
-        if claimable {
-            self.claimable.store(true, Ordering::Release);
+    /// Events of `todos` were committed that only a claim finds: asks the relay for one.
+    pub fn claimable_committed(&self, todos: impl IntoIterator<Item = Uuid>) {
+        {
+            let mut state = self.lock();
+            for todo in todos {
+                if let Some(followed) = state.in_flight.get_mut(&todo) {
+                    *followed = true;
+                }
+            }
         }
+        self.ask_for_claim();
+    }
+
+    /// Asks the relay for a claim (and wakes it): something may wait that only a claim finds.
+    pub fn ask_for_claim(&self) {
+        self.claimable.store(true, Ordering::Release);
         self.committed.notify_one();
     }
 
-    /// Resolves at the next [`Handoff::committed`] (or at once, if one came since the last
-    /// wait and nobody took it).
+    /// Resolves at the next commit or [`Handoff::ask_for_claim`] (or at once, if one came
+    /// since the last wait and nobody took it).
     pub async fn wait_for_commit(&self) {
         self.committed.notified().await
     }
@@ -108,10 +123,32 @@ impl Handoff {
             return Err(events);
         }
         let until = lease.until_ms;
-        state.events.extend(events.into_iter().map(|event| Handed { event, lease_until_ms: until }));
+        for event in events {
+            state.in_flight.insert(event.todo_id, false);
+            state.events.push_back(Handed { event, lease_until_ms: until });
+        }
         drop(state);
-        self.committed(false);
+        self.committed.notify_one();
         Ok(())
+    }
+
+    /// Puts events taken but not published back in front (the round that took them failed
+    /// before publishing). Dropped when the relay stopped: its leases are released then.
+    pub fn give_back(&self, handed: Vec<Handed>) {
+        let mut state = self.lock();
+        if state.taker.is_some() {
+            for one in handed.into_iter().rev() {
+                state.events.push_front(one);
+            }
+        }
+    }
+
+    /// The relay is done with the handed-over events of `todos` (published, failed or
+    /// released). True when a later event of one of them was committed meanwhile, so a claim
+    /// is due.
+    pub fn finished(&self, todos: impl IntoIterator<Item = Uuid>) -> bool {
+        let mut state = self.lock();
+        todos.into_iter().fold(false, |followed, todo| state.in_flight.remove(&todo).unwrap_or(false) | followed)
     }
 
     /// The relay `owner` takes events from now on, leased for `lease`, at most `capacity`
@@ -134,7 +171,11 @@ impl Handoff {
     pub fn pause(&self) -> Vec<Handed> {
         let mut state = self.lock();
         state.accepting = false;
-        state.events.drain(..).collect()
+        let waiting: Vec<Handed> = state.events.drain(..).collect();
+        for handed in &waiting {
+            state.in_flight.remove(&handed.event.todo_id);
+        }
+        waiting
     }
 
     /// The relay can publish again.
@@ -148,6 +189,7 @@ impl Handoff {
         let mut state = self.lock();
         state.taker = None;
         state.accepting = false;
+        state.in_flight.clear();
         state.events.drain(..).map(|handed| handed.event.event_id).collect()
     }
 
@@ -225,10 +267,26 @@ mod tests {
     #[test]
     fn a_claim_is_asked_for_once_per_claimable_commit() {
         let handoff = Handoff::default();
-        handoff.committed(false);
-        assert!(!handoff.take_claimable());
-        handoff.committed(true);
+        handoff.open("relay-1", Duration::from_secs(30), 10);
+        handoff.hand_over(&handoff.lease(1, 0).unwrap(), vec![event()]).unwrap();
+        assert!(!handoff.take_claimable(), "handed-over events need no claim");
+        handoff.claimable_committed([Uuid::now_v7()]);
         assert!(handoff.take_claimable());
         assert!(!handoff.take_claimable());
+    }
+
+    #[test]
+    fn a_todo_changed_while_its_first_event_is_in_flight_asks_for_a_claim_when_done() {
+        let handoff = Handoff::default();
+        handoff.open("relay-1", Duration::from_secs(30), 10);
+        let (followed, alone) = (event(), event());
+        handoff.hand_over(&handoff.lease(2, 0).unwrap(), vec![followed.clone(), alone.clone()]).unwrap();
+        let taken = handoff.take(10);
+        handoff.claimable_committed([followed.todo_id]);
+        assert!(!handoff.finished([alone.todo_id]), "nothing followed it");
+        assert!(handoff.finished([followed.todo_id]), "its todo's next event waits for a claim");
+        assert!(!handoff.finished([followed.todo_id]), "asked once");
+        handoff.give_back(taken);
+        assert_eq!(handoff.take(10).len(), 2, "given back in front");
     }
 }

@@ -54,7 +54,7 @@ impl Outbox {
 
     /// Begins a transaction on `pool` in which a change and its events are written.
     pub async fn begin(&self, pool: &AnyPool) -> Result<UnitOfWork, sqlx::Error> {
-        Ok(UnitOfWork { tx: service_kit::db::begin(pool).await?, handoff: self.handoff.clone(), appended: false })
+        Ok(UnitOfWork { tx: service_kit::db::begin(pool).await?, handoff: self.handoff.clone(), appended: Vec::new() })
     }
 }
 
@@ -64,7 +64,8 @@ impl Outbox {
 pub struct UnitOfWork {
     tx: sqlx::Transaction<'static, Any>,
     handoff: Arc<Handoff>,
-    appended: bool,
+    /// The todos of the events [`UnitOfWork::append`] appended.
+    appended: Vec<Uuid>,
 }
 
 impl UnitOfWork {
@@ -80,7 +81,7 @@ impl UnitOfWork {
     ) -> Result<Uuid, sqlx::Error> {
         let event = NewEvent::new(event_type, data, context, trace_context::current(), created_at);
         insert_all(&mut self.tx, &[&event], None).await?;
-        self.appended = true;
+        self.appended.push(event.todo_id);
         Ok(event.event_id)
     }
 
@@ -99,8 +100,8 @@ impl UnitOfWork {
     /// Commits; wakes the relay when [`UnitOfWork::append`] appended an event.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         self.tx.commit().await?;
-        if self.appended {
-            self.handoff.committed(true);
+        if !self.appended.is_empty() {
+            self.handoff.claimable_committed(self.appended);
         }
         Ok(())
     }

@@ -208,13 +208,15 @@ pub async fn mark_failed(db: &Database, failures: &[FailedAttempt]) -> Result<()
     Ok(())
 }
 
-/// Releases the leases of `event_ids`, leaving everything else as it was: they are claimable
-/// again at once.
-pub async fn release(db: &Database, event_ids: &[Uuid]) -> Result<(), sqlx::Error> {
+/// Releases `owner`'s leases of `event_ids`, leaving everything else as it was: they are
+/// claimable again at once. A lease another relay holds by now (this one's ran out, and that
+/// one claimed the event) stays: that relay may be publishing it.
+pub async fn release(db: &Database, owner: &str, event_ids: &[Uuid]) -> Result<(), sqlx::Error> {
     if event_ids.is_empty() {
         return Ok(());
     }
-    sqlx::query(&release_sql(db.backend)).bind(json_array(event_ids)).execute(&db.writer).await?;
+    let sql = format!("{} AND lease_owner = $2", release_sql(db.backend));
+    sqlx::query(&sql).bind(json_array(event_ids)).bind(owner).execute(&db.writer).await?;
     Ok(())
 }
 

@@ -29,6 +29,7 @@ use super::model::Todo;
 use super::store;
 use crate::outbox::handoff::{Handoff, Lease};
 use crate::outbox::{self, NewEvent, Outbox, StoredEvent, queue};
+use uuid::Uuid;
 
 /// The most creates one commit carries: bounds the statement (21 values a create) and how
 /// long the first of them waits for the rest to be written.
@@ -125,7 +126,15 @@ async fn commit_and_answer(db: &Database, outbox: &Outbox, batch: &mut Vec<Pendi
 async fn commit(db: &Database, outbox: &Outbox, batch: &[Pending]) -> Result<(), sqlx::Error> {
     let handoff = outbox.handoff();
     let lease = handoff.lease(batch.len(), epoch_millis());
-    write(db, outbox, batch, lease.as_ref()).await?;
+    if let Err(error) = write(db, outbox, batch, lease.as_ref()).await {
+        // The commit may have gone through all the same (the connection lost on its way back):
+        // its rows must not wait out a lease nobody will publish under.
+        if let Some(lease) = &lease {
+            release(db, lease, batch.iter().map(|pending| pending.event.event_id).collect()).await;
+            handoff.ask_for_claim();
+        }
+        return Err(error);
+    }
     let events = batch.iter().map(|pending| pending.event.to_stored()).collect();
     hand_over(db, &handoff, lease.as_ref(), events).await;
     Ok(())
@@ -155,18 +164,22 @@ async fn write(db: &Database, outbox: &Outbox, batch: &[Pending], lease: Option<
 /// Hands committed events over to the relay when they were written under `lease`, and wakes it.
 async fn hand_over(db: &Database, handoff: &Handoff, lease: Option<&Lease>, events: Vec<StoredEvent>) {
     let Some(lease) = lease else {
-        handoff.committed(true);
+        handoff.claimable_committed(events.iter().map(|event| event.todo_id));
         return;
     };
     if let Err(refused) = handoff.hand_over(lease, events) {
         // The relay stopped taking events after the lease was given (the sidecar became
-        // unreachable, or shutdown): the rows are released for a claim to find, or, should
-        // that fail, claimable once the lease runs out.
-        let ids: Vec<_> = refused.iter().map(|event| event.event_id).collect();
-        if let Err(error) = queue::release(db, &ids).await {
-            tracing::warn!(%error, events = ids.len(), "could not release handed-over events; they wait out their lease");
-        }
-        handoff.committed(true);
+        // unreachable, or shutdown).
+        release(db, lease, refused.iter().map(|event| event.event_id).collect()).await;
+        handoff.ask_for_claim();
+    }
+}
+
+/// Releases rows written under `lease` that will not be handed over, for a claim to find; should
+/// that fail, they are claimable once the lease runs out.
+async fn release(db: &Database, lease: &Lease, event_ids: Vec<Uuid>) {
+    if let Err(error) = queue::release(db, &lease.owner, &event_ids).await {
+        tracing::warn!(%error, events = event_ids.len(), "could not release new events' leases; they wait them out");
     }
 }
 
@@ -210,7 +223,6 @@ mod tests {
     use service_kit::on_both_backends;
     use service_kit::testing::TestDb;
     use sqlx::Row;
-    use uuid::Uuid;
 
     use super::*;
     use crate::outbox::EventContext;

@@ -68,6 +68,10 @@ struct SidecarState {
     health_checks: Arc<AtomicUsize>,
     responder: Arc<Mutex<Responder>>,
     calls: Arc<AtomicUsize>,
+    /// While true, bulk publishes wait before answering ([`FakeSidecar::hold`]); how many
+    /// arrived.
+    held: Arc<tokio::sync::watch::Sender<bool>>,
+    bulk_arrived: Arc<AtomicUsize>,
 }
 
 /// A recording stand-in for daprd's publish and outbound-health endpoints: a test fixture at the
@@ -94,6 +98,8 @@ impl FakeSidecar {
             health_checks: Arc::default(),
             responder: Arc::new(Mutex::new(Arc::new(|_, _| Some(StatusCode::NO_CONTENT)))),
             calls: Arc::default(),
+            held: Arc::new(tokio::sync::watch::Sender::new(false)),
+            bulk_arrived: Arc::default(),
         };
         let mut sidecar = Self { addr: SocketAddr::from(([127, 0, 0, 1], port)), state, server: None };
         sidecar.serve().await;
@@ -137,6 +143,21 @@ impl FakeSidecar {
 
     pub fn health_checks(&self) -> usize {
         self.state.health_checks.load(Ordering::SeqCst)
+    }
+
+    /// Bulk publishes wait (taken in, unanswered) until [`FakeSidecar::release`]: a publish in
+    /// flight for as long as a test needs.
+    pub fn hold(&self) {
+        self.state.held.send_replace(true);
+    }
+
+    pub fn release(&self) {
+        self.state.held.send_replace(false);
+    }
+
+    /// Bulk publish requests received so far, answered or not.
+    pub fn bulk_requests(&self) -> usize {
+        self.state.bulk_arrived.load(Ordering::SeqCst)
     }
 
     /// Decides each answer; the second argument counts publish calls so far (from 0).
@@ -231,6 +252,8 @@ async fn publish_bulk(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    state.bulk_arrived.fetch_add(1, Ordering::SeqCst);
+    let _ = state.held.subscribe().wait_for(|held| !held).await;
     let entries: Vec<Value> = serde_json::from_slice(&body).expect("a bulk publish body is a JSON array");
     let responder = state.responder.lock().unwrap().clone();
     let mut records = Vec::new();

@@ -23,6 +23,7 @@ on_both_backends!(
     publishes_each_event_with_daprs_request_shape,
     keeps_per_todo_order_under_concurrent_writers,
     a_round_with_handed_over_events_claims_only_when_a_commit_asks,
+    a_change_behind_a_handed_over_event_follows_it_at_once,
     retries_failed_publishes_without_loss_while_other_todos_flow,
     waits_for_a_sidecar_that_refuses_connections_and_resumes_at_once,
     retries_after_a_publish_timeout,
@@ -159,9 +160,12 @@ async fn a_round_with_handed_over_events_claims_only_when_a_commit_asks(backend:
     let test_db = Arc::new(TestDb::new(backend).await);
     // The app writes the events; its own relay is off, so every queue row is unleased.
     let app = TestApp::spawn_with(test_db, &sidecar, &[("RELAY_ENABLED", "false")]).await;
-    let settings =
-        todo::config::Settings::from_lookup(|name| (name == "RELAY_POLL_INTERVAL_MS").then(|| "600000".to_owned()))
-            .unwrap();
+    let settings = todo::config::Settings::from_lookup(|name| match name {
+        "RELAY_POLL_INTERVAL_MS" => Some("600000".to_owned()),
+        "RELAY_BATCH_SIZE" => Some("4".to_owned()),
+        _ => None,
+    })
+    .unwrap();
     let publisher = DaprPublisher::new(PublisherConfig {
         sidecar_url: format!("http://127.0.0.1:{}", sidecar.port()).parse().unwrap(),
         pubsub_name: "pubsub".into(),
@@ -200,6 +204,9 @@ async fn a_round_with_handed_over_events_claims_only_when_a_commit_asks(backend:
     let round = relay.run_once().await.unwrap();
     assert_eq!(round.published, 2, "a relay's first round claims");
     assert_eq!(published(&[&unleased, &handed]), [true, true]);
+    // Having published a claimed event, it claims once more: that todo's next may be queued.
+    let round = relay.run_once().await.unwrap();
+    assert_eq!(round.claimed, 0, "nothing else was queued");
 
     let waiting = app.create_todo("claim", "committed without a word").await["id"].as_str().unwrap().to_owned();
     let handed = hand_over("handed over, no claim").await;
@@ -208,10 +215,52 @@ async fn a_round_with_handed_over_events_claims_only_when_a_commit_asks(backend:
     assert_eq!(published(&[&waiting, &handed]), [false, true]);
 
     let handed = hand_over("handed over, and a commit asks").await;
-    handoff.committed(true);
+    handoff.claimable_committed([waiting.parse().unwrap()]);
     let round = relay.run_once().await.unwrap();
     assert_eq!(round.published, 2, "the commit's flag makes the round claim too");
     assert_eq!(published(&[&waiting, &handed]), [true, true]);
+
+    // A full batch handed over still leaves a claim room (RELAY_BATCH_SIZE 4 here).
+    let waiting = app.create_todo("claim", "behind a full hand-off").await["id"].as_str().unwrap().to_owned();
+    for title in ["full 1", "full 2", "full 3", "full 4"] {
+        hand_over(title).await;
+    }
+    handoff.claimable_committed([waiting.parse().unwrap()]);
+    let round = relay.run_once().await.unwrap();
+    assert_eq!(round.published, 3, "half the batch handed over, the rest claimed");
+    assert_eq!(published(&[&waiting]), [true], "claimed although a full batch was handed over");
+    assert_eq!(relay.run_once().await.unwrap().published, 2, "the rest of the hand-off next");
+    app.stop().await;
+}
+
+/// A todo changed while its first event, handed over, is being published: the change's commit
+/// asks for a claim, which skips the change's event (its todo still has one queued), so
+/// publishing the first must ask again. The poll interval is far longer than the test.
+async fn a_change_behind_a_handed_over_event_follows_it_at_once(backend: Backend) {
+    let sidecar = FakeSidecar::start().await;
+    let test_db = Arc::new(TestDb::new(backend).await);
+    let app = TestApp::spawn_with(test_db, &sidecar, &[("RELAY_POLL_INTERVAL_MS", "600000")]).await;
+    // Past the relay's first round, which claims whatever the queue holds.
+    let before = app.create_todo("u", "before").await["id"].as_str().unwrap().to_owned();
+    sidecar.wait_for_accepted(1).await;
+    sidecar.hold();
+    let todo = app.create_todo("u", "changed in flight").await["id"].as_str().unwrap().to_owned();
+    let in_flight = sidecar.bulk_requests();
+    eventually("its first event in flight", DEADLINE, || async { (sidecar.bulk_requests() > in_flight).then_some(()) })
+        .await;
+    app.patch_json(&format!("/todos/{todo}"), &json!({"title": "changed"})).await;
+    eventually("the change's event queued", DEADLINE, || async {
+        let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox_queue WHERE todo_id = $1")
+            .bind(&todo)
+            .fetch_one(&app.db.reader)
+            .await
+            .unwrap();
+        (queued == 2).then_some(())
+    })
+    .await;
+    sidecar.release();
+    sidecar.wait_for_accepted(3).await;
+    assert_in_order(&sidecar.accepted_by_todo(), &HashMap::from([(todo, 2), (before, 1)]));
     app.stop().await;
 }
 
