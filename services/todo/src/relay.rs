@@ -24,15 +24,16 @@
 //! New todos' events mostly skip the claim: the group commit writes them leased to this relay
 //! and hands them over once committed (`crate::outbox::handoff`, which says why that keeps the
 //! guarantees). A round publishes what was handed over, and claims as well when something may
-//! be waiting that only a claim finds: a commit of other events, released events, a retry
-//! come due, or `RELAY_POLL_INTERVAL_MS` since the last claim (other replicas' events,
-//! expired leases).
+//! be waiting that only a claim finds: a commit of other events, released events, a claim
+//! that filled its share, a published event whose todo may have a next one, a retry come due,
+//! or `RELAY_POLL_INTERVAL_MS` since the last claim (other replicas' events, expired leases).
+//! A claim always gets at least half the batch.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use dapr_events::{Backoff, BulkEntry, BulkPublishError, CloudEvent, DaprPublisher, PublishError, TodoEventType};
 use futures::StreamExt;
@@ -47,7 +48,7 @@ use uuid::Uuid;
 use crate::config::RelaySettings;
 use crate::outbox::StoredEvent;
 use crate::outbox::handoff::{Handed, Handoff};
-use crate::outbox::queue::{self, FailedAttempt};
+use crate::outbox::queue::{self, FailedAttempt, epoch_millis};
 
 type Result<T, E = sqlx::Error> = std::result::Result<T, E>;
 
@@ -630,10 +631,6 @@ pub const PUBLISHES: &str = "dapr_todo_relay_publishes_total";
 /// How long daprd took to answer a publish request (one topic's events of a round), whatever
 /// the answer.
 pub const PUBLISH_DURATION: &str = "dapr_todo_relay_publish_duration_seconds";
-
-fn epoch_millis() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 /// The CloudEvent a stored event is published as, `source` being the app id. Deterministic:
 /// publishing the row again yields the same envelope, same `id` included, so consumers can

@@ -297,6 +297,11 @@ pub async fn vacuum(db: &Database) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// Now, as the queue's times are kept: milliseconds since the Unix epoch.
+pub fn epoch_millis() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
 /// Number of events not yet published (for logs and tests).
 pub async fn pending_count(pool: &AnyPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT COUNT(*) FROM outbox_queue").fetch_one(pool).await

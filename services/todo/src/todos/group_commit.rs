@@ -28,7 +28,8 @@ use super::error::TodoError;
 use super::model::Todo;
 use super::store;
 use crate::outbox::handoff::{Handoff, Lease};
-use crate::outbox::{self, NewEvent, Outbox, StoredEvent, queue};
+use crate::outbox::queue::{self, epoch_millis};
+use crate::outbox::{self, NewEvent, Outbox, StoredEvent};
 use uuid::Uuid;
 
 /// The most creates one commit carries: bounds the statement (21 values a create) and how
@@ -163,8 +164,9 @@ async fn write(db: &Database, outbox: &Outbox, batch: &[Pending], lease: Option<
 
 /// Hands committed events over to the relay when they were written under `lease`, and wakes it.
 async fn hand_over(db: &Database, handoff: &Handoff, lease: Option<&Lease>, events: Vec<StoredEvent>) {
+    // New todos: none has an event in flight that a claim would have to follow.
     let Some(lease) = lease else {
-        handoff.claimable_committed(events.iter().map(|event| event.todo_id));
+        handoff.ask_for_claim();
         return;
     };
     if let Err(refused) = handoff.hand_over(lease, events) {
@@ -181,10 +183,6 @@ async fn release(db: &Database, lease: &Lease, event_ids: Vec<Uuid>) {
     if let Err(error) = queue::release(db, &lease.owner, &event_ids).await {
         tracing::warn!(%error, events = event_ids.len(), "could not release new events' leases; they wait them out");
     }
-}
-
-fn epoch_millis() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 /// `creates` todos, their events and their queue rows in one statement: the queue rows are
