@@ -415,7 +415,7 @@ async fn measure_drain(
     })
 }
 
-/// Polls until no event is pending (`published_at IS NULL`).
+/// Polls until no event is pending (none left in the relay's queue).
 async fn wait_for_empty_outbox(db: &Database, deadline: Duration) -> anyhow::Result<()> {
     let give_up = Instant::now() + deadline;
     loop {

@@ -55,6 +55,15 @@ impl Backend {
             Self::Sqlite => format!("{column} IN (SELECT value FROM json_each(${param}))"),
         }
     }
+
+    /// The strings of the JSON array bound at `$param`, as a table of one column, `value`: for
+    /// a `FROM` that writes one row per id.
+    pub fn json_array_table(self, param: usize) -> String {
+        match self {
+            Self::Postgres => format!("json_array_elements_text(${param}::json) AS listed(value)"),
+            Self::Sqlite => format!("json_each(${param})"),
+        }
+    }
 }
 
 /// The value to bind for [`Backend::in_json_array`].

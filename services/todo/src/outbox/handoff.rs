@@ -2,7 +2,7 @@
 //! for new todos' events, the events themselves, already leased to that relay.
 //!
 //! Why hand events over: a claimed event costs the database a claim (a scan of the queue and
-//! a lease update) on top of the insert, the delete and the `published_at` stamp; on
+//! a lease update) on top of the insert, the delete and the record of its publication; on
 //! PostgreSQL under `make bench-write` the relay's share of the database held creates to ×0.4
 //! of a bare insert, against ×0.77 with the relay off (docs/performance.md). A group commit
 //! knows every event it writes, so it writes their queue rows leased to this instance's relay

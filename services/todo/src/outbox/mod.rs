@@ -258,6 +258,8 @@ pub struct StoredEvent {
     pub tracestate: Option<String>,
     pub correlation_id: String,
     pub causation_id: Option<String>,
+    /// When daprd accepted the event: from `outbox_published`, which only [`history`] reads
+    /// (the relay has no use for it).
     pub published_at: Option<DateTime<Utc>>,
     /// Set when an operator gave up on a parked event: it was never published.
     pub discarded_at: Option<DateTime<Utc>>,
@@ -266,8 +268,9 @@ pub struct StoredEvent {
     pub refused: bool,
 }
 
+/// The columns of an event's `outbox_events` row that [`StoredEvent::from_row`] reads.
 const EVENT_COLUMNS: &str = "event_id, todo_id, seq, event_type, topic, payload, created_at, traceparent, \
-     tracestate, correlation_id, causation_id, published_at, discarded_at, attempts";
+     tracestate, correlation_id, causation_id, discarded_at, attempts";
 
 impl StoredEvent {
     pub(crate) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
@@ -283,7 +286,7 @@ impl StoredEvent {
             tracestate: row.try_get("tracestate")?,
             correlation_id: row.try_get("correlation_id")?,
             causation_id: row.try_get("causation_id")?,
-            published_at: column::optional_time(row, "published_at")?,
+            published_at: None,
             discarded_at: column::optional_time(row, "discarded_at")?,
             attempts: row.try_get("attempts")?,
             refused: false,
@@ -291,11 +294,20 @@ impl StoredEvent {
     }
 }
 
-/// A todo's events in order, oldest first; empty when the todo never existed.
+/// A todo's events in order, oldest first, with when each was published; empty when the todo
+/// never existed. The history's own `published_at` is what the previous release stamped, still
+/// read while it may be running beside this one (migrations/postgres/0004_outbox_published.sql).
 pub async fn history(pool: &AnyPool, todo_id: Uuid) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM outbox_events WHERE todo_id = $1 ORDER BY seq"))
-        .bind(todo_id.to_string())
-        .fetch_all(pool)
-        .await?;
-    rows.iter().map(StoredEvent::from_row).collect()
+    let rows = sqlx::query(&format!(
+        "SELECT {EVENT_COLUMNS}, COALESCE(outbox_published.published_at, outbox_events.published_at) AS published_at \
+         FROM outbox_events LEFT JOIN outbox_published USING (event_id) WHERE todo_id = $1 ORDER BY seq"
+    ))
+    .bind(todo_id.to_string())
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(StoredEvent { published_at: column::optional_time(row, "published_at")?, ..StoredEvent::from_row(row)? })
+        })
+        .collect()
 }

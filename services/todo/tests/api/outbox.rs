@@ -12,6 +12,8 @@ on_both_backends!(
     every_change_writes_one_event_row_with_its_context,
     a_failed_event_write_rolls_back_the_whole_change,
     published_events_leave_the_queue_and_stay_in_the_history,
+    upgrading_keeps_when_events_were_published,
+    an_event_queued_again_is_recorded_with_its_latest_publish,
 );
 
 async fn event_rows(app: &TestApp, todo_id: &str) -> Vec<sqlx::any::AnyRow> {
@@ -147,7 +149,14 @@ async fn published_events_leave_the_queue_and_stay_in_the_history(backend: Backe
     .await;
     let rows = event_rows(&app, id).await;
     assert_eq!(rows.len(), 2, "the history keeps every event");
-    assert!(rows.iter().all(|r| r.get::<Option<String>, _>("published_at").is_some()));
+    let published: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbox_published WHERE event_id IN (SELECT event_id FROM outbox_events WHERE todo_id = $1)",
+    )
+    .bind(id)
+    .fetch_one(&app.db.reader)
+    .await
+    .unwrap();
+    assert_eq!(published, 2, "each published event has its time recorded");
 
     // The claim reads the queue alone, so the history's size cannot slow it down.
     let db = &app.db;
@@ -212,12 +221,12 @@ async fn a_backlog_after_the_queue_was_vacuumed_empty_is_claimed_by_index() {
     db.close().await;
 }
 
-/// Marking a round published removes its events from the queue and stamps them in the history
-/// by id. PostgreSQL estimates a subquery of ids at 100 rows whatever is bound, and against a
-/// queue its statistics say is small it hashed them and scanned the whole queue (dead rows
-/// included) for every round. Each id must be one index probe in both tables.
+/// Marking a round published removes its events from the queue by id and records their time in
+/// `outbox_published`. PostgreSQL estimates a subquery of ids at 100 rows whatever is bound, and
+/// against a queue its statistics say is small it hashed them and scanned the whole queue (dead
+/// rows included) for every round. Each id must be one index probe, and the history untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn marking_published_probes_both_tables_by_id() {
+async fn marking_published_probes_the_queue_by_id_and_leaves_the_history_alone() {
     let test_db = TestDb::new(Backend::Postgres).await;
     let db = test_db.connect(todo::startup::MIGRATIONS).await;
     sqlx::raw_sql(
@@ -239,7 +248,8 @@ async fn marking_published_probes_both_tables_by_id() {
         .unwrap();
     let plan = plan_rows.iter().map(|row| row.get::<String, _>(0)).collect::<Vec<_>>().join("\n");
     assert!(!plan.contains("Seq Scan"), "marking published scans a table:\n{plan}");
-    assert!(plan.contains("outbox_queue_pkey") && plan.contains("outbox_events_pkey"), "{plan}");
+    assert!(plan.contains("outbox_queue_pkey") && plan.contains("Insert on outbox_published"), "{plan}");
+    assert!(!plan.contains("outbox_events"), "marking published touches the history:\n{plan}");
     db.close().await;
 }
 
@@ -269,4 +279,105 @@ async fn the_relay_vacuums_the_queue_as_events_leave_it() {
         (vacuums > 0).then_some(())
     })
     .await;
+}
+
+/// The migration that moved publication times out of `outbox_events.published_at` into
+/// `outbox_published` keeps the times of events published before it, and leaves unpublished
+/// ones unpublished; the history still shows what the previous release stamps meanwhile. The database is first migrated with the migrations before it, copied from
+/// this crate's migrations directory.
+async fn upgrading_keeps_when_events_were_published(backend: Backend) {
+    let test_db = TestDb::new(backend).await;
+    let before = service_kit::testing::TempDir::new();
+    let directory = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(match backend {
+        DbBackend::Postgres => "postgres",
+        DbBackend::Sqlite => "sqlite",
+    });
+    let mut copied = 0;
+    for file in std::fs::read_dir(&directory).unwrap() {
+        let path = file.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if !name.ends_with("_outbox_published.sql") {
+            std::fs::copy(&path, before.path.join(name)).unwrap();
+            copied += 1;
+        }
+    }
+    assert!(copied >= 2, "the migrations before the upgrade are in {}", directory.display());
+    let earlier: &'static sqlx::migrate::Migrator =
+        Box::leak(Box::new(sqlx::migrate::Migrator::new(before.path.as_path()).await.unwrap()));
+    let old = test_db.connect(service_kit::db::Migrations { sqlite: &[], postgres: &[] }).await;
+    earlier.run(&old.writer).await.unwrap();
+    let (published, pending) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    for (event_id, seq, published_at) in [(published, 1, Some("2026-12-01T10:00:00.000000Z")), (pending, 2, None)] {
+        sqlx::query(
+            "INSERT INTO outbox_events (event_id, todo_id, seq, event_type, topic, payload, created_at, correlation_id, published_at) \
+             VALUES ($1, '0193a6f0-0000-7000-8000-000000000001', $2, 'todo.created', 'todos', '{}', '2026-12-01T09:59:59.000000Z', 'c', $3)",
+        )
+        .bind(event_id.to_string())
+        .bind(seq)
+        .bind(published_at)
+        .execute(&old.writer)
+        .await
+        .unwrap();
+    }
+    old.close().await;
+
+    let db = test_db.connect(todo::startup::MIGRATIONS).await;
+    let recorded: Vec<(String, String)> =
+        sqlx::query_as("SELECT event_id, published_at FROM outbox_published").fetch_all(&db.reader).await.unwrap();
+    assert_eq!(recorded, [(published.to_string(), "2026-12-01T10:00:00.000000Z".to_owned())]);
+    let todo_id = "0193a6f0-0000-7000-8000-000000000001".parse().unwrap();
+    let times = |history: Vec<todo::outbox::StoredEvent>| {
+        history.iter().map(|event| (event.event_id, event.published_at.map(|t| t.to_rfc3339()))).collect::<Vec<_>>()
+    };
+    let history = todo::outbox::history(&db.reader, todo_id).await.unwrap();
+    assert_eq!(times(history), [(published, Some("2026-12-01T10:00:00+00:00".to_owned())), (pending, None)]);
+
+    // A replica of the previous release, still running during a rolling update, stamps the
+    // history's own column.
+    sqlx::query("UPDATE outbox_events SET published_at = '2026-12-01T10:00:05.000000Z' WHERE event_id = $1")
+        .bind(pending.to_string())
+        .execute(&db.writer)
+        .await
+        .unwrap();
+    let history = todo::outbox::history(&db.reader, todo_id).await.unwrap();
+    assert_eq!(
+        times(history),
+        [
+            (published, Some("2026-12-01T10:00:00+00:00".to_owned())),
+            (pending, Some("2026-12-01T10:00:05+00:00".to_owned()))
+        ]
+    );
+    db.close().await;
+}
+
+/// An operator may queue published events again (docs/operations.md, "publish a todo's events
+/// again"): marking one published a second time is no conflict, and its time is the latest.
+async fn an_event_queued_again_is_recorded_with_its_latest_publish(backend: Backend) {
+    let test_db = TestDb::new(backend).await;
+    let db = test_db.connect(todo::startup::MIGRATIONS).await;
+    let (event_id, todo_id) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    sqlx::query(
+        "INSERT INTO outbox_events (event_id, todo_id, seq, event_type, topic, payload, created_at, correlation_id) \
+         VALUES ($1, $2, 1, 'todo.created', 'todos', '{}', '2026-12-01T09:59:59.000000Z', 'c')",
+    )
+    .bind(event_id.to_string())
+    .bind(todo_id.to_string())
+    .execute(&db.writer)
+    .await
+    .unwrap();
+    let first: chrono::DateTime<chrono::Utc> = "2026-12-01T10:00:00Z".parse().unwrap();
+    let second: chrono::DateTime<chrono::Utc> = "2026-12-02T10:00:00Z".parse().unwrap();
+    for published_at in [first, second] {
+        sqlx::query("INSERT INTO outbox_queue (event_id, todo_id, seq) VALUES ($1, $2, 1)")
+            .bind(event_id.to_string())
+            .bind(todo_id.to_string())
+            .execute(&db.writer)
+            .await
+            .unwrap();
+        todo::outbox::queue::mark_published(&db, &[event_id], published_at).await.unwrap();
+        assert_eq!(todo::outbox::queue::pending_count(&db.reader).await.unwrap(), 0, "marking dequeues");
+    }
+    let history = todo::outbox::history(&db.reader, todo_id).await.unwrap();
+    assert_eq!(history.iter().map(|event| event.published_at).collect::<Vec<_>>(), [Some(second)]);
+    db.close().await;
 }

@@ -45,11 +45,14 @@ fn assert_in_order(by_todo: &HashMap<String, Vec<Recorded>>, expected_events_per
 }
 
 async fn pending_attempts(app: &TestApp, todo_id: &str) -> Option<(i64, Option<String>)> {
-    let row = sqlx::query("SELECT attempts, last_error FROM outbox_events WHERE todo_id = $1 AND published_at IS NULL ORDER BY seq LIMIT 1")
-        .bind(todo_id)
-        .fetch_optional(&app.db.reader)
-        .await
-        .unwrap()?;
+    let row = sqlx::query(
+        "SELECT attempts, last_error FROM outbox_events WHERE todo_id = $1 \
+         AND event_id NOT IN (SELECT event_id FROM outbox_published) ORDER BY seq LIMIT 1",
+    )
+    .bind(todo_id)
+    .fetch_optional(&app.db.reader)
+    .await
+    .unwrap()?;
     Some((row.get("attempts"), row.get("last_error")))
 }
 
@@ -542,10 +545,12 @@ async fn replicas_on_postgres_publish_each_event_once_in_order() {
     sidecar.wait_for_accepted(50).await;
     // Give a double publish the chance to show up before counting.
     eventually("all rows marked published", DEADLINE, || async {
-        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox_events WHERE published_at IS NULL")
-            .fetch_one(&replicas[0].db.reader)
-            .await
-            .unwrap();
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox_events WHERE event_id NOT IN (SELECT event_id FROM outbox_published)",
+        )
+        .fetch_one(&replicas[0].db.reader)
+        .await
+        .unwrap();
         (pending == 0).then_some(())
     })
     .await;
