@@ -77,6 +77,12 @@ pub struct RelaySettings {
     /// (403 forbidden by scopes, 404 no such component) before it is parked. Long enough for a
     /// daprd that is still loading its components to answer 404 for a while.
     pub park_after: Duration,
+    /// `RELAY_INSTANCE` (default: a random id at every start): the name this instance leases
+    /// events under. Set it to a name unique to the instance that survives its restarts (the
+    /// pod's name in `k8s/`): a restarted instance then gives up at start the leases its
+    /// predecessor held when it died, instead of those events waiting out `RELAY_LEASE_MS`.
+    /// Two running instances must never share it: each would release the other's leases.
+    pub instance: Option<String>,
 }
 
 impl Settings {
@@ -107,6 +113,11 @@ impl Settings {
         if !(1..=16).contains(&workers) {
             return Err(ConfigError { var: "RELAY_WORKERS", detail: "must be between 1 and 16".into() });
         }
+        // Blank counts as unset, as for every variable. 253: a Kubernetes object name's limit.
+        let instance = env.get("RELAY_INSTANCE");
+        if instance.as_ref().is_some_and(|name| name.len() > 253) {
+            return Err(ConfigError { var: "RELAY_INSTANCE", detail: "must be at most 253 characters".into() });
+        }
         Ok(Self {
             host: env.parse("APP_HOST", IpAddr::from([0, 0, 0, 0]))?,
             port: env.parse("APP_PORT", 8080)?,
@@ -131,6 +142,7 @@ impl Settings {
                 retry_max: Duration::from_millis(env.parse("RELAY_RETRY_MAX_MS", 30_000)?),
                 lease,
                 park_after: Duration::from_millis(env.parse("RELAY_PARK_AFTER_MS", 300_000)?),
+                instance,
             },
             admin_token: env.get("ADMIN_TOKEN"),
             log_json: env.log_json()?,
@@ -154,6 +166,7 @@ mod tests {
         assert_eq!(settings.database_url, "sqlite://data/todo.db");
         assert!(settings.relay.enabled);
         assert_eq!((settings.relay.batch_size, settings.relay.workers), (1000, 2));
+        assert_eq!(settings.relay.instance, None);
     }
 
     #[test]
@@ -162,7 +175,13 @@ mod tests {
         assert!(error.to_string().contains("DAPR_HTTP_PORT"), "{error}");
         let lease = Settings::from_lookup(|name| (name == "RELAY_LEASE_MS").then(|| "100".to_owned())).unwrap_err();
         assert!(lease.to_string().contains("RELAY_LEASE_MS"), "{lease}");
-        for (name, value) in [("RELAY_WORKERS", "0"), ("RELAY_WORKERS", "17"), ("RELAY_BATCH_SIZE", "1001")] {
+        let long_name = "p".repeat(254);
+        for (name, value) in [
+            ("RELAY_WORKERS", "0"),
+            ("RELAY_WORKERS", "17"),
+            ("RELAY_BATCH_SIZE", "1001"),
+            ("RELAY_INSTANCE", long_name.as_str()),
+        ] {
             let error = Settings::from_lookup(|n| (n == name).then(|| value.to_owned())).unwrap_err();
             assert!(error.to_string().contains(name), "{name}={value}: {error}");
         }

@@ -133,12 +133,13 @@ impl Relay {
             metrics::counter!(PUBLISHES, "outcome" => outcome).increment(0);
         }
         let failures = Mutex::new(FailureLog::default());
+        let owner = settings.instance.clone().unwrap_or_else(|| Uuid::new_v4().to_string());
         Self {
             db,
             publisher,
             settings,
             source,
-            owner: Uuid::new_v4().to_string(),
+            owner,
             handoff,
             next_poll_at: AtomicI64::new(0),
             retry_due: Mutex::default(),
@@ -160,6 +161,9 @@ impl Relay {
     /// (its publishes and their bookkeeping) always completes, so shutdown never leaves an event
     /// published but unmarked by choice.
     pub async fn run(self, shutdown: CancellationToken) {
+        if self.settings.instance.is_some() {
+            self.release_predecessors_leases().await;
+        }
         let health_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -181,6 +185,21 @@ impl Relay {
         match queue::release_leases(&relay.db, &relay.owner).await {
             Ok(released) => tracing::info!(released, "relay stopped"),
             Err(error) => tracing::warn!(%error, "relay stopped; its unpublished events wait out their leases"),
+        }
+    }
+
+    /// Gives up the leases a previous run of this instance (`RELAY_INSTANCE`) held when it died,
+    /// so its unpublished events are claimable at once, by any replica, rather than when the
+    /// leases run out. Before this run leases anything: none of its own can be among them.
+    async fn release_predecessors_leases(&self) {
+        match queue::release_leases(&self.db, &self.owner).await {
+            Ok(0) => {}
+            Ok(released) => {
+                tracing::info!(released, instance = %self.owner, "released the leases of this instance's last run")
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not release this instance's old leases; their events wait out the leases")
+            }
         }
     }
 
