@@ -421,57 +421,59 @@ async fn a_round_too_big_for_one_request_is_sent_in_several(backend: Backend) {
     }
 }
 
+/// Without `RELAY_INSTANCE` the restarted instance is a stranger to the dead one's lease: the
+/// event goes out once the lease (2.5 s here) has run out.
 async fn an_event_claimed_by_a_crashed_instance_is_published_after_restart(backend: Backend) {
     let sidecar = FakeSidecar::start().await;
-    // The first instance's publish hangs, so it dies holding the event's lease.
-    sidecar.respond_with(|_, _| None);
     let test_db = Arc::new(TestDb::new(backend).await);
     let short_lease = [("RELAY_LEASE_MS", "2500")];
-    let first = TestApp::spawn_with(test_db.clone(), &sidecar, &short_lease).await;
-    let todo = first.create_todo("u", "survives").await["id"].as_str().unwrap().to_owned();
-    eventually("the first instance to be mid-publish", DEADLINE, || async {
-        (!sidecar.recorded().is_empty()).then_some(())
-    })
-    .await;
-    first.crash().await;
-
-    sidecar.respond_with(|_, _| Some(StatusCode::NO_CONTENT));
-    let second = TestApp::spawn_with(test_db, &sidecar, &short_lease).await;
-    let accepted = sidecar.wait_for_accepted(1).await;
-    assert_eq!(accepted[0].todo_id(), todo);
-    eventually("the event to be marked published", DEADLINE, || async {
-        pending_attempts(&second, &todo).await.is_none().then_some(())
-    })
-    .await;
-    second.stop().await;
+    let todo = crash_mid_publish(&test_db, &sidecar, &short_lease).await;
+    restart_and_expect_published(test_db, &sidecar, &short_lease, &todo).await;
 }
 
 /// With `RELAY_INSTANCE`, the restarted instance gives up its last run's leases as it starts:
 /// the event is published at once, although its lease (10 minutes) outlives the test's deadline.
 async fn an_instance_restarted_under_its_name_releases_its_last_runs_leases_at_once(backend: Backend) {
     let sidecar = FakeSidecar::start().await;
-    sidecar.respond_with(|_, _| None);
     let test_db = Arc::new(TestDb::new(backend).await);
     let named = [("RELAY_LEASE_MS", "600000"), ("RELAY_INSTANCE", "todo-0")];
-    let first = TestApp::spawn_with(test_db.clone(), &sidecar, &named).await;
+    let todo = crash_mid_publish(&test_db, &sidecar, &named).await;
+    let inspect = test_db.connect(todo::startup::MIGRATIONS).await;
+    let leased_to: Option<String> =
+        sqlx::query_scalar("SELECT lease_owner FROM outbox_queue").fetch_one(&inspect.reader).await.unwrap();
+    inspect.close().await;
+    assert_eq!(leased_to.as_deref(), Some("todo-0"), "the crash left the event leased");
+    restart_and_expect_published(test_db, &sidecar, &named, &todo).await;
+}
+
+/// Starts an instance whose publishes hang, creates a todo, and crashes the instance in the
+/// middle of publishing its event, so it dies holding the event's lease. Returns the todo's id.
+async fn crash_mid_publish(test_db: &Arc<TestDb>, sidecar: &FakeSidecar, settings: &[(&str, &str)]) -> String {
+    sidecar.respond_with(|_, _| None);
+    let first = TestApp::spawn_with(test_db.clone(), sidecar, settings).await;
     let todo = first.create_todo("u", "survives").await["id"].as_str().unwrap().to_owned();
     eventually("the first instance to be mid-publish", DEADLINE, || async {
         (!sidecar.recorded().is_empty()).then_some(())
     })
     .await;
     first.crash().await;
-    let inspect = test_db.connect(todo::startup::MIGRATIONS).await;
-    let leased_to: Option<String> =
-        sqlx::query_scalar("SELECT lease_owner FROM outbox_queue").fetch_one(&inspect.reader).await.unwrap();
-    inspect.close().await;
-    assert_eq!(leased_to.as_deref(), Some("todo-0"), "the crash left the event leased");
+    todo
+}
 
+/// Starts the next instance, the sidecar accepting now: the todo's event must be published and
+/// marked published within the deadline.
+async fn restart_and_expect_published(
+    test_db: Arc<TestDb>,
+    sidecar: &FakeSidecar,
+    settings: &[(&str, &str)],
+    todo: &str,
+) {
     sidecar.respond_with(|_, _| Some(StatusCode::NO_CONTENT));
-    let second = TestApp::spawn_with(test_db, &sidecar, &named).await;
+    let second = TestApp::spawn_with(test_db, sidecar, settings).await;
     let accepted = sidecar.wait_for_accepted(1).await;
     assert_eq!(accepted[0].todo_id(), todo);
     eventually("the event to be marked published", DEADLINE, || async {
-        pending_attempts(&second, &todo).await.is_none().then_some(())
+        pending_attempts(&second, todo).await.is_none().then_some(())
     })
     .await;
     second.stop().await;
