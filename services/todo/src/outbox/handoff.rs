@@ -291,4 +291,24 @@ mod tests {
         handoff.give_back(taken);
         assert_eq!(handoff.take(10).len(), 2, "given back in front");
     }
+
+    #[test]
+    fn events_given_back_go_first_in_their_order_unless_the_relay_stopped() {
+        let handoff = Handoff::default();
+        handoff.open("relay-1", Duration::from_secs(30), 10);
+        let (first, second, later) = (event(), event(), event());
+        handoff.hand_over(&handoff.lease(2, 0).unwrap(), vec![first.clone(), second.clone()]).unwrap();
+        let taken = handoff.take(10);
+        handoff.hand_over(&handoff.lease(1, 0).unwrap(), vec![later.clone()]).unwrap();
+        handoff.give_back(taken);
+        let order: Vec<Uuid> = handoff.take(10).iter().map(|h| h.event.event_id).collect();
+        assert_eq!(order, [first.event_id, second.event_id, later.event_id]);
+
+        let lease = handoff.lease(1, 0).unwrap();
+        handoff.hand_over(&lease, vec![event()]).unwrap();
+        let taken = handoff.take(10);
+        handoff.close();
+        handoff.give_back(taken);
+        assert!(handoff.take(10).is_empty(), "a stopped relay releases its leases instead");
+    }
 }
