@@ -31,6 +31,7 @@ on_both_backends!(
     a_round_too_big_for_one_request_is_sent_in_several,
     an_event_claimed_by_a_crashed_instance_is_published_after_restart,
     an_instance_restarted_under_its_name_releases_its_last_runs_leases_at_once,
+    a_failed_publish_is_retried_when_its_backoff_ends_not_at_the_next_poll,
 );
 
 /// Per todo, the accepted publishes must be versions 1, 2, 3, … in arrival order. A repeat of
@@ -419,6 +420,23 @@ async fn a_round_too_big_for_one_request_is_sent_in_several(backend: Backend) {
             accepted.iter().filter(|r| r.headers["traceparent"] == request.as_str()).map(|r| r.body.len()).sum();
         assert!(bytes <= 1024 * 1024, "{entries} entries, {bytes} bytes of events in one request");
     }
+}
+
+/// A failed publish is claimed again once its backoff has passed, not at the next poll: the
+/// relay keeps when each retry comes due (here the poll is 10 minutes away, the backoff 20 ms).
+async fn a_failed_publish_is_retried_when_its_backoff_ends_not_at_the_next_poll(backend: Backend) {
+    let sidecar = FakeSidecar::start().await;
+    sidecar.respond_with(|_, call| {
+        Some(if call == 0 { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::NO_CONTENT })
+    });
+    let test_db = Arc::new(TestDb::new(backend).await);
+    let app = TestApp::spawn_with(test_db, &sidecar, &[("RELAY_POLL_INTERVAL_MS", "600000")]).await;
+    let todo = app.create_todo("u", "retried").await["id"].as_str().unwrap().to_owned();
+    let accepted = sidecar.wait_for_accepted(1).await;
+    assert_eq!(accepted[0].todo_id(), todo);
+    let attempts = sidecar.recorded();
+    assert!(attempts.len() >= 2 && !attempts[0].answered.is_success(), "the first attempt failed: {attempts:?}");
+    app.stop().await;
 }
 
 /// Without `RELAY_INSTANCE` the restarted instance is a stranger to the dead one's lease: the
