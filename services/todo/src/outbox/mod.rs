@@ -258,8 +258,8 @@ pub struct StoredEvent {
     pub tracestate: Option<String>,
     pub correlation_id: String,
     pub causation_id: Option<String>,
-    /// When daprd accepted the event: from `outbox_published`, which only [`history`] reads
-    /// (the relay has no use for it).
+    /// When daprd accepted the event. Only [`history`] reads it (from `outbox_published`, or
+    /// the column the previous release stamped); the relay has no use for it.
     pub published_at: Option<DateTime<Utc>>,
     /// Set when an operator gave up on a parked event: it was never published.
     pub discarded_at: Option<DateTime<Utc>>,
