@@ -23,7 +23,6 @@ use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tower_http::trace::TraceLayer;
-use tracing::Level;
 use tracing::{Span, Subscriber};
 use tracing_subscriber::filter::{FilterExt, LevelFilter, filter_fn};
 use tracing_subscriber::fmt::format::Writer;
@@ -93,10 +92,12 @@ fn init_from<F: Fn(&str) -> Option<String>>(
     let provider = provider.build();
     let tracer = provider.tracer(env!("CARGO_PKG_NAME"));
 
+    // RUST_LOG chooses the lines. The log layer sees no span: a line names its span by trace and
+    // span id (`WithTraceIds`), and formatting every span's fields for lines that mostly never
+    // come cost a few percent of a create (docs/performance.md). So RUST_LOG directives that
+    // name a span (`[request]=debug`) select nothing.
     let events = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    // RUST_LOG chooses the lines; the spans at INFO stay visible to the log layer whatever it
-    // says, so every line inside one can name its trace.
-    let log_filter = events.or(filter_fn(|metadata| metadata.is_span() && *metadata.level() <= Level::INFO));
+    let log_filter = filter_fn(|metadata| metadata.is_event()).and(events);
     let logs = if json {
         tracing_subscriber::fmt::layer()
             .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
@@ -111,7 +112,7 @@ fn init_from<F: Fn(&str) -> Option<String>>(
     };
     // Spans are traced whatever RUST_LOG says about log lines: quieting logs must not cut
     // traces. Our spans are all at INFO; the libraries' DEBUG and TRACE spans stay out.
-    let traces = tracing_opentelemetry::layer().with_tracer(tracer).with_filter(LevelFilter::INFO);
+    let traces = span_layer(tracer);
     let installed = tracing_subscriber::registry().with(traces).with(logs).try_init().is_ok();
     if installed {
         tracing::info!(exporting, "telemetry ready");
@@ -125,8 +126,30 @@ pub fn layer_without_export<S>() -> impl Layer<S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    let tracer = SdkTracerProvider::builder().build().tracer(env!("CARGO_PKG_NAME"));
-    tracing_opentelemetry::layer().with_tracer(tracer).with_filter(LevelFilter::INFO)
+    span_layer(SdkTracerProvider::builder().build().tracer(env!("CARGO_PKG_NAME")))
+}
+
+/// The layer that makes our INFO spans OpenTelemetry spans, doing only what the services use:
+/// every request, unit of work, publish and delivery is a span, and with the layer's defaults
+/// tracing took about a fifth of the todo service's CPU under `make bench-write`
+/// (docs/performance.md).
+/// - No context activation: nothing here reads `opentelemetry::Context::current()` (trace
+///   context is taken from the `tracing` span, `crate::trace_context`), and activating attaches
+///   the span's context to the thread at every poll of an instrumented future.
+/// - No busy and idle times (two clock reads per poll), no thread attributes (a `String` per
+///   span: a span of ours moves between the runtime's threads anyway) and no source location:
+///   the span names say where.
+fn span_layer<S>(tracer: opentelemetry_sdk::trace::SdkTracer) -> impl Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_context_activation(false)
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_location(false)
+        .with_filter(LevelFilter::INFO)
 }
 
 /// Whether the standard variables ask for an OTLP export, refusing what this build cannot do
@@ -184,7 +207,7 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> fmt::Result {
-        let Some((trace_id, span_id)) = current_ids(ctx) else {
+        let Some((trace_id, span_id)) = trace_ids(event) else {
             return self.inner.format_event(ctx, writer, event);
         };
         if !self.json {
@@ -202,18 +225,20 @@ where
     }
 }
 
-fn current_ids<S, N>(ctx: &FmtContext<'_, S, N>) -> Option<(String, String)>
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    // The innermost span the OpenTelemetry layer knows: a library's DEBUG span is not one.
-    ctx.event_scope()?.find_map(|span| {
-        let context =
-            tracing::dispatcher::get_default(|dispatch| tracing_opentelemetry::get_otel_context(&span.id(), dispatch))?;
-        let span = context.span();
-        let ids = span.span_context();
-        ids.is_valid().then(|| (ids.trace_id().to_string(), ids.span_id().to_string()))
+/// The trace and span ids of the innermost span around `event` that the OpenTelemetry layer
+/// knows (a library's DEBUG span is not one), asked of the registry itself: the log layer's
+/// own view has no spans.
+fn trace_ids(event: &tracing::Event<'_>) -> Option<(String, String)> {
+    tracing::dispatcher::get_default(|dispatch| {
+        let innermost =
+            if event.is_contextual() { dispatch.current_span().id().cloned() } else { event.parent().cloned() }?;
+        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+        registry.span(&innermost)?.scope().find_map(|span| {
+            let context = tracing_opentelemetry::get_otel_context(&span.id(), dispatch)?;
+            let span = context.span();
+            let ids = span.span_context();
+            ids.is_valid().then(|| (ids.trace_id().to_string(), ids.span_id().to_string()))
+        })
     })
 }
 

@@ -4,6 +4,7 @@
 //! context").
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use axum::http::HeaderMap;
 use opentelemetry::Context;
@@ -64,6 +65,23 @@ pub fn continue_from_headers(span: &Span, headers: &HeaderMap) {
 /// is well-formed.
 pub fn link(span: &Span, traceparent: &str) {
     if let Some(original) = span_context(traceparent) {
+        span.add_link(original);
+    }
+}
+
+/// Links `span` to each span `traceparents` name that is well-formed, up to the number of links
+/// the SDK keeps per span: it drops the rest when the span starts, so reading them would be
+/// work thrown away (a relay round links up to `RELAY_BATCH_SIZE` events).
+pub fn link_each<'a>(span: &Span, traceparents: impl IntoIterator<Item = &'a str>) {
+    // The SDK's limit: `OTEL_SPAN_LINK_COUNT_LIMIT`, else 128 (opentelemetry_sdk's
+    // `trace::Config::default` and `SpanLimits`).
+    static KEPT: LazyLock<usize> = LazyLock::new(|| {
+        std::env::var("OTEL_SPAN_LINK_COUNT_LIMIT")
+            .ok()
+            .and_then(|limit| limit.parse::<u32>().ok())
+            .unwrap_or(opentelemetry_sdk::trace::SpanLimits::default().max_links_per_span) as usize
+    });
+    for original in traceparents.into_iter().filter_map(span_context).take(*KEPT) {
         span.add_link(original);
     }
 }

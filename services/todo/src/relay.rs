@@ -436,11 +436,7 @@ impl Relay {
     /// event's own context, which its envelope carries (see [`cloud_event`]).
     async fn publish_topic(&self, topic: String, events: Vec<StoredEvent>) -> Vec<(Uuid, Outcome)> {
         let span = telemetry::producer_span(&topic, Messages::Batch(events.len()));
-        for event in &events {
-            if let Some(traceparent) = &event.traceparent {
-                trace_context::link(&span, traceparent);
-            }
-        }
+        trace_context::link_each(&span, events.iter().filter_map(|event| event.traceparent.as_deref()));
         self.publish_in_span(&topic, events).instrument(span).await
     }
 
@@ -489,17 +485,22 @@ impl Relay {
             tracing::Span::current().record("otel.status_code", "ERROR");
         }
         tracing::debug!(events = events.len(), failed = failed.len(), "published");
-        events
-            .iter()
-            .map(|event| match failed.get(&event.event_id.to_string()) {
-                None => {
-                    metrics::counter!(PUBLISHES, "outcome" => "published").increment(1);
-                    (event.event_id, Outcome::Published)
-                }
-                // The broker failed this one after the component's retries: transient.
-                Some(message) => (event.event_id, self.failure(event, message, false, false)),
-            })
-            .collect()
+        let outcomes: Vec<(Uuid, Outcome)> = if failed.is_empty() {
+            events.iter().map(|event| (event.event_id, Outcome::Published)).collect()
+        } else {
+            events
+                .iter()
+                .map(|event| match failed.get(&event.event_id.to_string()) {
+                    None => (event.event_id, Outcome::Published),
+                    // The broker failed this one after the component's retries: transient.
+                    Some(message) => (event.event_id, self.failure(event, message, false, false)),
+                })
+                .collect()
+        };
+        // Counted once per request: the counter is looked up by its labels at every call.
+        let published = outcomes.iter().filter(|(_, outcome)| matches!(outcome, Outcome::Published)).count();
+        metrics::counter!(PUBLISHES, "outcome" => "published").increment(published as u64);
+        outcomes
     }
 
     /// A failed attempt at `event`, retried after its backoff.
