@@ -152,6 +152,11 @@ impl Relay {
         }
     }
 
+    /// The database the relay works through.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
     /// This instance's lease owner id: what it claims is leased under it.
     pub fn owner(&self) -> &str {
         &self.owner

@@ -62,7 +62,10 @@ impl Application {
                 timeout: settings.relay.publish_timeout,
             })
             .map_err(|e| config_error(e.to_string()))?;
-            Some(Relay::new(db.clone(), publisher, settings.relay.clone(), settings.app_id.clone(), outbox.handoff()))
+            // A pool of its own on PostgreSQL, one connection per round in flight: its
+            // statements then stay on connections that have them prepared and planned.
+            let relay_db = db.with_own_pool(settings.relay.workers);
+            Some(Relay::new(relay_db, publisher, settings.relay.clone(), settings.app_id.clone(), outbox.handoff()))
         } else {
             None
         };
@@ -95,6 +98,8 @@ impl Application {
         let (addr, metrics_addr) = (self.local_addr(), self.metrics_addr());
         let db = self.database().clone();
         let grace = self.grace;
+        // The relay's pool (its own on PostgreSQL), closed once the relay is done.
+        let relay_db = self.relay.as_ref().map(|relay| relay.database().clone());
         let mut relay = self.relay.map(|relay| {
             let owner = relay.owner().to_owned();
             (owner, Owned(tokio::spawn(relay.run(shutdown.clone()))))
@@ -150,6 +155,9 @@ impl Application {
         }
         let served = (&mut server.0).await;
         startup::close_database(&db).await;
+        if let Some(relay_db) = relay_db {
+            startup::close_database(&relay_db).await;
+        }
         if let Some(failure) = failure {
             tracing::error!(%failure, "the relay stopped unexpectedly; the service stops too");
             return Err(StartError::TaskStopped { task: "the outbox relay", reason: failure });
@@ -171,5 +179,32 @@ struct Owned<T>(tokio::task::JoinHandle<T>);
 impl<T> Drop for Owned<T> {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use service_kit::db::dialect::Backend;
+    use service_kit::on_both_backends;
+    use service_kit::testing::TestDb;
+
+    use super::MIGRATIONS;
+
+    on_both_backends!(the_relays_pool_is_its_own_on_postgres);
+
+    async fn the_relays_pool_is_its_own_on_postgres(backend: Backend) {
+        let test_db = TestDb::new(backend).await;
+        let db = test_db.connect(MIGRATIONS).await;
+        let relays = db.with_own_pool(2);
+        relays.ping().await.expect("the relay's pool reaches the database");
+        relays.close().await;
+        match backend {
+            Backend::Postgres => {
+                db.ping().await.expect("closing the relay's pool leaves the service's open");
+            }
+            // One writer connection for the file, shared: the relay's pool is the service's.
+            Backend::Sqlite => assert!(db.writer.is_closed(), "the relay shares the service's pools on SQLite"),
+        }
+        db.close().await;
     }
 }

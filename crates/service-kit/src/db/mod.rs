@@ -60,6 +60,31 @@ impl sqlx::migrate::MigrationSource<'static> for Combined {
     }
 }
 
+/// The pool settings of every pool here.
+fn pool_options() -> AnyPoolOptions {
+    // No ping before every acquire (sqlx's default): on PostgreSQL that is a round trip per
+    // statement outside a transaction, a tenth of the service's CPU under load. A connection
+    // that broke while idle fails its next statement instead, which sqlx then closes; callers
+    // already treat that as the database being unavailable.
+    AnyPoolOptions::new().acquire_timeout(Duration::from_secs(5)).test_before_acquire(false).after_connect(
+        |conn, _meta| {
+            Box::pin(async move {
+                if conn.backend_name() == "SQLite" {
+                    // WAL lets readers run while the writer commits; NORMAL synchronous is durable
+                    // across application crashes (only an OS crash can lose the last commits), and
+                    // busy_timeout covers other processes on the file.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+        },
+    )
+}
+
 /// Two pools over the same database. On PostgreSQL they are the same pool. On SQLite writes go
 /// through a single connection: SQLite allows one writer at a time anyway, and queueing writers
 /// in the pool (instead of letting them collide on the file lock) avoids `SQLITE_BUSY` failures
@@ -89,29 +114,6 @@ impl Database {
         };
         let url = absolute.as_str();
         let options = parse_url(url)?;
-        let pool_options = || {
-            // No ping before every acquire (sqlx's default): on PostgreSQL that is a round trip
-            // per statement outside a transaction, a tenth of the service's CPU under load. A
-            // connection that broke while idle fails its next statement instead, which sqlx
-            // then closes; callers already treat that as the database being unavailable.
-            AnyPoolOptions::new().acquire_timeout(Duration::from_secs(5)).test_before_acquire(false).after_connect(
-                |conn, _meta| {
-                    Box::pin(async move {
-                        if conn.backend_name() == "SQLite" {
-                            // WAL lets readers run while the writer commits; NORMAL synchronous is
-                            // durable across application crashes (only an OS crash can lose the
-                            // last commits), and busy_timeout covers other processes on the file.
-                            conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
-                            )
-                            .await?;
-                        }
-                        Ok(())
-                    })
-                },
-            )
-        };
         let database = match backend {
             Backend::Sqlite => {
                 ensure_sqlite_directory(url)?;
@@ -147,6 +149,22 @@ impl Database {
     pub async fn close(&self) {
         self.writer.close().await;
         self.reader.close().await;
+    }
+
+    /// The same database through a PostgreSQL pool of its own, of `max_connections`, for a
+    /// task that runs statements all the time (the todo service's relay). The pool hands its
+    /// idle connections out in turn, so in a shared pool every connection prepares and plans
+    /// every statement of every task, and each backend runs cold (docs/performance.md). On
+    /// SQLite the same pools: the one writer connection is shared by design.
+    pub fn with_own_pool(&self, max_connections: u32) -> Database {
+        match self.backend {
+            Backend::Sqlite => self.clone(),
+            Backend::Postgres => {
+                let options = (*self.writer.connect_options()).clone();
+                let pool = pool_options().max_connections(max_connections.max(1)).connect_lazy_with(options);
+                Self { backend: self.backend, reader: pool.clone(), writer: pool }
+            }
+        }
     }
 }
 
