@@ -154,10 +154,12 @@ impl Application {
             );
         }
         let served = (&mut server.0).await;
-        startup::close_database(&db).await;
-        if let Some(relay_db) = relay_db {
-            startup::close_database(&relay_db).await;
-        }
+        // Both at once: a hung database must not cost its timeout twice.
+        tokio::join!(startup::close_database(&db), async {
+            if let Some(relay_db) = &relay_db {
+                startup::close_database(relay_db).await;
+            }
+        });
         if let Some(failure) = failure {
             tracing::error!(%failure, "the relay stopped unexpectedly; the service stops too");
             return Err(StartError::TaskStopped { task: "the outbox relay", reason: failure });
