@@ -490,21 +490,21 @@ impl Relay {
             tracing::Span::current().record("otel.status_code", "ERROR");
         }
         tracing::debug!(events = events.len(), failed = failed.len(), "published");
-        let outcomes: Vec<(Uuid, Outcome)> = if failed.is_empty() {
-            events.iter().map(|event| (event.event_id, Outcome::Published)).collect()
-        } else {
-            events
-                .iter()
-                .map(|event| match failed.get(&event.event_id.to_string()) {
-                    None => (event.event_id, Outcome::Published),
-                    // The broker failed this one after the component's retries: transient.
-                    Some(message) => (event.event_id, self.failure(event, message, false, false)),
-                })
-                .collect()
-        };
         // Counted once per request: the counter is looked up by its labels at every call.
-        let published = outcomes.iter().filter(|(_, outcome)| matches!(outcome, Outcome::Published)).count();
-        metrics::counter!(PUBLISHES, "outcome" => "published").increment(published as u64);
+        let mut published = 0;
+        let outcomes = events
+            .iter()
+            // No id to format per event when the request succeeded whole.
+            .map(|event| match (!failed.is_empty()).then(|| failed.get(&event.event_id.to_string())).flatten() {
+                None => {
+                    published += 1;
+                    (event.event_id, Outcome::Published)
+                }
+                // The broker failed this one after the component's retries: transient.
+                Some(message) => (event.event_id, self.failure(event, message, false, false)),
+            })
+            .collect();
+        metrics::counter!(PUBLISHES, "outcome" => "published").increment(published);
         outcomes
     }
 

@@ -155,11 +155,7 @@ impl Application {
         }
         let served = (&mut server.0).await;
         // Both at once: a hung database must not cost its timeout twice.
-        tokio::join!(startup::close_database(&db), async {
-            if let Some(relay_db) = &relay_db {
-                startup::close_database(relay_db).await;
-            }
-        });
+        tokio::join!(startup::close_database(&db), startup::close_database(relay_db.as_ref().unwrap_or(&db)));
         if let Some(failure) = failure {
             tracing::error!(%failure, "the relay stopped unexpectedly; the service stops too");
             return Err(StartError::TaskStopped { task: "the outbox relay", reason: failure });
@@ -192,9 +188,9 @@ mod tests {
 
     use super::MIGRATIONS;
 
-    on_both_backends!(the_relays_pool_is_its_own_on_postgres);
+    on_both_backends!(the_relay_has_a_pool_of_its_own_only_on_postgres);
 
-    async fn the_relays_pool_is_its_own_on_postgres(backend: Backend) {
+    async fn the_relay_has_a_pool_of_its_own_only_on_postgres(backend: Backend) {
         let test_db = TestDb::new(backend).await;
         let db = test_db.connect(MIGRATIONS).await;
         let relays = db.with_own_pool(2);
