@@ -87,16 +87,29 @@ async fn write_batches(mut receiver: mpsc::Receiver<Pending>, db: Database, outb
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut connection = WriterConnection::default();
     loop {
-        if receiver.is_empty() {
-            // Idle: the pool gets it back (closing the pool waits for every connection).
-            connection.give_up();
-        }
-        if receiver.recv_many(&mut batch, MAX_BATCH).await == 0 {
+        let received = if connection.is_held() && receiver.is_empty() {
+            match tokio::time::timeout(KEEP_CONNECTION_IDLE, receiver.recv_many(&mut batch, MAX_BATCH)).await {
+                Ok(received) => received,
+                Err(_idle) => {
+                    // The pool gets it back: closing the pool waits for every connection.
+                    connection.give_up();
+                    receiver.recv_many(&mut batch, MAX_BATCH).await
+                }
+            }
+        } else {
+            receiver.recv_many(&mut batch, MAX_BATCH).await
+        };
+        if received == 0 {
             break;
         }
         commit_and_answer(&db, &outbox, &mut connection, &mut batch).await;
     }
 }
+
+/// How long the writer keeps its connection with no create waiting. Under load the queue is
+/// empty for moments between commits (every request of the last batch is being answered), and
+/// giving the connection back then sent the writer round the pool as before (below).
+const KEEP_CONNECTION_IDLE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The connection the writer writes through on PostgreSQL, kept from one commit to the next.
 ///
@@ -105,8 +118,8 @@ async fn write_batches(mut receiver: mpsc::Receiver<Pending>, db: Database, outb
 /// plan, and which sqlx prepares once per connection. Taken from the pool batch after batch,
 /// the writer went round all of it: with 10 connections, 3,377 of 4,783 commits in a 10 s
 /// run of `make bench-write` were planned (docs/performance.md). Kept while creates keep
-/// coming; given up when none is waiting, and after a failure, in case the connection is what
-/// failed.
+/// coming; given up once none has come for [`KEEP_CONNECTION_IDLE`], and after a failure, in
+/// case the connection is what failed.
 #[derive(Default)]
 struct WriterConnection(Option<PoolConnection<Any>>);
 
@@ -117,6 +130,10 @@ impl WriterConnection {
             None => pool.acquire().await?,
         };
         Ok(&mut **self.0.insert(connection))
+    }
+
+    fn is_held(&self) -> bool {
+        self.0.is_some()
     }
 
     fn give_up(&mut self) {
