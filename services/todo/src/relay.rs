@@ -70,6 +70,8 @@ pub struct Relay {
     /// on the one health poll (`sidecar_gate`) instead of trying a round of its own.
     sidecar_unreachable: AtomicBool,
     sidecar_gate: tokio::sync::Mutex<()>,
+    /// Rounds that only publish what was handed over ([`HANDED_ROUNDS_IN_FLIGHT`]).
+    handed_rounds: tokio::sync::Semaphore,
     /// Events dequeued since the queue was last vacuumed ([`queue::vacuum`]), whether a
     /// worker is vacuuming it now, and whether the last vacuum failed (logged once per run of
     /// failures: a refused vacuum would otherwise be a line every 2,000 events).
@@ -116,6 +118,13 @@ const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// quarter of a second's worth at full speed, a few hundred kB of dead rows.
 const VACUUM_AFTER_DEQUEUED: u64 = 2_000;
 
+/// At most this many rounds that claim nothing, only publishing what the group commit handed
+/// over, run at once; rounds that claim (a backlog) may use every worker. Under a steady stream
+/// of creates, more would only split it into more, smaller requests and marks: with four
+/// workers free, each commit woke one, and `make bench-write` on PostgreSQL lost 2-3 %
+/// (docs/performance.md).
+const HANDED_ROUNDS_IN_FLIGHT: usize = 2;
+
 /// How often the relay asks a sidecar that refused connections for its outbound health: its
 /// backlog goes out within this long of the sidecar being back.
 const SIDECAR_HEALTH_BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_millis(500));
@@ -146,6 +155,7 @@ impl Relay {
             failures,
             sidecar_unreachable: AtomicBool::new(false),
             sidecar_gate: tokio::sync::Mutex::new(()),
+            handed_rounds: tokio::sync::Semaphore::new(HANDED_ROUNDS_IN_FLIGHT),
             dequeued_since_vacuum: AtomicU64::new(0),
             vacuuming: AtomicBool::new(false),
             vacuum_failing: AtomicBool::new(false),
@@ -290,6 +300,10 @@ impl Relay {
         let claim = self.handoff.take_claimable()
             | (now >= self.next_poll_at.load(Ordering::Acquire))
             | self.retries().peek().is_some_and(|Reverse(due)| *due <= now);
+        let _handed_only = match claim {
+            false => Some(self.handed_rounds.acquire().await.expect("the semaphore is never closed")),
+            true => None,
+        };
         let batch_size = self.settings.batch_size as usize;
         // A claim gets at least half the batch, so a stream of new todos cannot crowd it out.
         let handed = self.handoff.take(if claim { batch_size / 2 } else { batch_size });

@@ -32,7 +32,7 @@ const EVENTS_PER_TODO: u64 = 10;
 const WORKERS: u64 = 32;
 const CREATES_PER_RATE: u64 = 5_000;
 /// The trivial client's request shapes: entries per request (the relay's `RELAY_BATCH_SIZE`
-/// default, and half of it), and requests at a time. Its best is the ceiling.
+/// default, and twice it), and requests at a time. Its best is the ceiling.
 const TRIVIAL_CLIENT_ENTRIES: [usize; 2] = [500, 1000];
 const TRIVIAL_CLIENT_CONCURRENCY: [usize; 2] = [1, 4];
 const DRAIN_DEADLINE: Duration = Duration::from_secs(120);
