@@ -25,7 +25,8 @@ from .validation import format_time
 
 LOG = logging.getLogger("todo_peer.relay")
 
-# The Rust relay's defaults (RELAY_BATCH_SIZE, RELAY_LEASE_MS, RELAY_PUBLISH_TIMEOUT_MS).
+# The Rust relay's RELAY_LEASE_MS and RELAY_PUBLISH_TIMEOUT_MS. Its batch runs one round at a
+# time here, so the Rust relay's largest (1000) rather than its default of 4 rounds of 500.
 BATCH_SIZE = int(os.environ.get("RELAY_BATCH_SIZE", "1000"))
 LEASE_MS = 30_000
 PUBLISH_TIMEOUT_SECONDS = 5.0

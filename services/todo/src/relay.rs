@@ -118,11 +118,11 @@ const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// quarter of a second's worth at full speed, a few hundred kB of dead rows.
 const VACUUM_AFTER_DEQUEUED: u64 = 2_000;
 
-/// At most this many rounds that claim nothing, only publishing what the group commit handed
-/// over, run at once; rounds that claim (a backlog) may use every worker. Under a steady stream
-/// of creates, more would only split it into more, smaller requests and marks: with four
-/// workers free, each commit woke one, and `make bench-write` on PostgreSQL lost 2-3 %
-/// (docs/performance.md).
+/// About this many rounds that claim nothing, only publishing what the group commit handed
+/// over, run at once (a worker decides before it waits for a permit, and again after); rounds
+/// that claim, as in a backlog, may use every worker. Under a steady stream of creates, more
+/// would only split it into more, smaller requests and marks: with four workers free, each
+/// commit woke one (docs/performance.md, "four rounds in flight").
 const HANDED_ROUNDS_IN_FLIGHT: usize = 2;
 
 /// How often the relay asks a sidecar that refused connections for its outbound health: its
@@ -227,7 +227,18 @@ impl Relay {
             if self.sidecar_unreachable.load(Ordering::Acquire) {
                 self.wait_for_sidecar(shutdown).await;
             }
-            let pause = match self.run_once().await {
+            // A round that will only publish what was handed over waits for a permit first, and
+            // decides afresh once it has one.
+            let handed_only = match self.claim_due(epoch_millis()) {
+                true => None,
+                false => tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    permit = self.handed_rounds.acquire() => Some(permit.expect("the semaphore is never closed")),
+                },
+            };
+            let outcome = self.run_once().await;
+            drop(handed_only);
+            let pause = match outcome {
                 Ok(round) if round.sidecar_unreachable => {
                     database_failures = 0;
                     self.sidecar_unreachable.store(true, Ordering::Release);
@@ -297,13 +308,7 @@ impl Relay {
         // Not merely because nothing was handed over: with several workers, most would find
         // nothing to take and claim in vain, a query each. The flag is taken first: a commit of
         // claimable events after it sets it again.
-        let claim = self.handoff.take_claimable()
-            | (now >= self.next_poll_at.load(Ordering::Acquire))
-            | self.retries().peek().is_some_and(|Reverse(due)| *due <= now);
-        let _handed_only = match claim {
-            false => Some(self.handed_rounds.acquire().await.expect("the semaphore is never closed")),
-            true => None,
-        };
+        let claim = self.handoff.take_claimable() | self.claim_due(now);
         let batch_size = self.settings.batch_size as usize;
         // A claim gets at least half the batch, so a stream of new todos cannot crowd it out.
         let handed = self.handoff.take(if claim { batch_size / 2 } else { batch_size });
@@ -424,6 +429,14 @@ impl Relay {
             self.handoff.ask_for_claim();
         }
         Ok(fresh.into_iter().map(|handed| handed.event).chain(claimed).collect())
+    }
+
+    /// Whether a round starting at `now` claims: a commit asked for it, the poll interval has
+    /// passed, or a retry came due.
+    fn claim_due(&self, now: i64) -> bool {
+        self.handoff.claim_asked()
+            || now >= self.next_poll_at.load(Ordering::Acquire)
+            || self.retries().peek().is_some_and(|Reverse(due)| *due <= now)
     }
 
     /// When failed events' retries come due (epoch ms), soonest first.

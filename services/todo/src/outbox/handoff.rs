@@ -105,6 +105,11 @@ impl Handoff {
         self.claimable.swap(false, Ordering::AcqRel)
     }
 
+    /// Whether [`Handoff::take_claimable`] would be true now, leaving it so.
+    pub fn claim_asked(&self) -> bool {
+        self.claimable.load(Ordering::Acquire)
+    }
+
     /// The lease to write `events` new events under, if they can be handed over: a relay takes
     /// them, it can publish, and fewer than its capacity are waiting.
     pub fn lease(&self, events: usize, now_ms: i64) -> Option<Lease> {

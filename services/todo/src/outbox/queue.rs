@@ -103,9 +103,9 @@ async fn claim_then_fetch(db: &Database, claim: &Claim<'_>) -> Result<Vec<Stored
 ///
 /// sqlx's SQLite driver runs each connection on a thread of its own and hands a result's rows
 /// over one at a time (its row channel holds 50), and the Any driver copies each into a row of
-/// its own: a relay round's 1,000 events took 10–45 ms to fetch that way during
-/// `make bench-e2e`'s drain, against 3 ms for the same select from Python's sqlite3, and 5–8 ms
-/// as one row. The claim's own rows still come one by one: three short columns each.
+/// its own: a relay round's events took several times longer to fetch that way than as one row
+/// (docs/performance.md, "the relay's fetch in one row"). The claim's own rows still come one
+/// by one: three short columns each.
 async fn fetch_as_one_row(reader: &AnyPool, ids: &str) -> Result<Vec<StoredEvent>, sqlx::Error> {
     static SELECT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         let fields: Vec<String> = EVENT_COLUMNS.split(',').map(|column| format!("'{0}', {0}", column.trim())).collect();
@@ -120,8 +120,10 @@ async fn fetch_as_one_row(reader: &AnyPool, ids: &str) -> Result<Vec<StoredEvent
     rows.into_iter().map(EventObject::into_stored).collect()
 }
 
-/// An `outbox_events` row as [`fetch_as_one_row`]'s `json_object` writes it.
+/// An `outbox_events` row as [`fetch_as_one_row`]'s `json_object` writes it. A column added to
+/// `EVENT_COLUMNS` fails every fetch until it is here too.
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct EventObject {
     event_id: String,
     todo_id: String,
@@ -436,7 +438,7 @@ mod tests {
         let db = test_db.connect(crate::startup::MIGRATIONS).await;
         let mut unit = Outbox::new().begin(&db.writer).await.unwrap();
         let mut events = Vec::new();
-        for (title, traced) in [("with every field \"quoted\" and ünïcode", true), ("with none", false)] {
+        for (title, traced) in [("with every field, \"quoted\"\t\\ ünïcode 🦀", true), ("with none", false)] {
             let todo = new_todo(NewTodo { user_id: "u".into(), title: title.into(), description: None, due_at: None });
             let context = EventContext {
                 correlation_id: format!("corr {title}"),
@@ -451,6 +453,13 @@ mod tests {
         }
         unit.append_new_todos_events(&events.iter().collect::<Vec<_>>(), None).await.unwrap();
         unit.commit().await.unwrap();
+        // The queue's attempts and refusal drive the backoff, not the history's.
+        let retried = events[0].event_id;
+        sqlx::query("UPDATE outbox_queue SET attempts = 3, refused_since = 1 WHERE event_id = $1")
+            .bind(retried.to_string())
+            .execute(&db.writer)
+            .await
+            .unwrap();
 
         let claimed = claim(&db, "relay", epoch_millis(), epoch_millis() + 30_000, 10).await.unwrap();
         assert_eq!(claimed.len(), events.len());
@@ -460,10 +469,12 @@ mod tests {
                 (
                     (e.event_id, e.todo_id, e.seq, e.event_type.clone(), e.topic.clone(), e.payload.clone()),
                     (e.created_at, e.traceparent.clone(), e.tracestate.clone()),
-                    (e.correlation_id.clone(), e.causation_id.clone(), e.discarded_at, e.attempts, e.refused),
+                    (e.correlation_id.clone(), e.causation_id.clone(), e.discarded_at),
                 )
             };
             assert_eq!(fields(event), fields(&stored));
+            let expected = if event.event_id == retried { (3, true) } else { (0, false) };
+            assert_eq!((event.attempts, event.refused), expected, "the queue's attempts and refusal");
         }
         assert!(claimed.iter().any(|e| e.traceparent.is_some()) && claimed.iter().any(|e| e.tracestate.is_none()));
         db.close().await;

@@ -108,7 +108,7 @@ async fn write_batches(mut receiver: mpsc::Receiver<Pending>, db: Database, outb
 
 /// How long the writer keeps its connection with no create waiting. Under load the queue is
 /// empty for moments between commits (every request of the last batch is being answered), and
-/// giving the connection back then sent the writer round the pool as before (below).
+/// giving the connection back then sent the writer round the pool (see `WriterConnection`).
 const KEEP_CONNECTION_IDLE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The connection the writer writes through on PostgreSQL, kept from one commit to the next.
