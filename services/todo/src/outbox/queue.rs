@@ -142,23 +142,25 @@ struct EventObject {
 
 impl EventObject {
     fn into_stored(self) -> Result<StoredEvent, sqlx::Error> {
-        let decode = |error: Box<dyn std::error::Error + Send + Sync>| sqlx::Error::Decode(error);
-        let uuid = |text: &str| Uuid::parse_str(text).map_err(|error| decode(Box::new(error)));
-        let time = |text: &str| timestamp::parse(text).map_err(|error| decode(Box::new(error)));
+        let decode = |column: &str, error: &dyn std::fmt::Display| {
+            sqlx::Error::Decode(format!("outbox_events.{column}: {error}").into())
+        };
+        let uuid = |column, text: &str| Uuid::parse_str(text).map_err(|error| decode(column, &error));
+        let time = |column, text: &str| timestamp::parse(text).map_err(|error| decode(column, &error));
         Ok(StoredEvent {
-            event_id: uuid(&self.event_id)?,
-            todo_id: uuid(&self.todo_id)?,
+            event_id: uuid("event_id", &self.event_id)?,
+            todo_id: uuid("todo_id", &self.todo_id)?,
             seq: self.seq,
             event_type: self.event_type,
             topic: self.topic,
             payload: self.payload,
-            created_at: time(&self.created_at)?,
+            created_at: time("created_at", &self.created_at)?,
             traceparent: self.traceparent,
             tracestate: self.tracestate,
             correlation_id: self.correlation_id,
             causation_id: self.causation_id,
             published_at: None,
-            discarded_at: self.discarded_at.as_deref().map(time).transpose()?,
+            discarded_at: self.discarded_at.as_deref().map(|text| time("discarded_at", text)).transpose()?,
             attempts: self.attempts,
             refused: false,
         })
