@@ -308,7 +308,7 @@ impl Relay {
         // Not merely because nothing was handed over: with several workers, most would find
         // nothing to take and claim in vain, a query each. The flag is taken first: a commit of
         // claimable events after it sets it again.
-        let claim = self.handoff.take_claimable() | self.claim_due(now);
+        let claim = self.handoff.take_claimable() | self.poll_or_retry_due(now);
         let batch_size = self.settings.batch_size as usize;
         // A claim gets at least half the batch, so a stream of new todos cannot crowd it out.
         let handed = self.handoff.take(if claim { batch_size / 2 } else { batch_size });
@@ -431,11 +431,14 @@ impl Relay {
         Ok(fresh.into_iter().map(|handed| handed.event).chain(claimed).collect())
     }
 
-    /// Whether a round starting at `now` claims: a commit asked for it, the poll interval has
-    /// passed, or a retry came due.
+    /// Whether a round starting at `now` claims: a commit asked for it (the flag left as it
+    /// is), the poll interval has passed, or a retry came due.
     fn claim_due(&self, now: i64) -> bool {
-        self.handoff.claim_asked()
-            || now >= self.next_poll_at.load(Ordering::Acquire)
+        self.handoff.claim_asked() || self.poll_or_retry_due(now)
+    }
+
+    fn poll_or_retry_due(&self, now: i64) -> bool {
+        now >= self.next_poll_at.load(Ordering::Acquire)
             || self.retries().peek().is_some_and(|Reverse(due)| *due <= now)
     }
 
@@ -521,14 +524,17 @@ impl Relay {
         let mut published = 0;
         let outcomes = events
             .iter()
-            // No id to format per event when the request succeeded whole.
-            .map(|event| match (!failed.is_empty()).then(|| failed.get(&event.event_id.to_string())).flatten() {
-                None => {
-                    published += 1;
-                    (event.event_id, Outcome::Published)
+            .map(|event| {
+                // No id to format per event when the request succeeded whole.
+                let failure = if failed.is_empty() { None } else { failed.get(&event.event_id.to_string()) };
+                match failure {
+                    None => {
+                        published += 1;
+                        (event.event_id, Outcome::Published)
+                    }
+                    // The broker failed this one after the component's retries: transient.
+                    Some(message) => (event.event_id, self.failure(event, message, false, false)),
                 }
-                // The broker failed this one after the component's retries: transient.
-                Some(message) => (event.event_id, self.failure(event, message, false, false)),
             })
             .collect();
         metrics::counter!(PUBLISHES, "outcome" => "published").increment(published);

@@ -24,6 +24,7 @@ on_both_backends!(
     keeps_per_todo_order_under_concurrent_writers,
     a_round_with_handed_over_events_claims_only_when_a_commit_asks,
     a_change_behind_a_handed_over_event_follows_it_at_once,
+    handed_over_events_go_out_in_at_most_two_rounds_at_once,
     retries_failed_publishes_without_loss_while_other_todos_flow,
     waits_for_a_sidecar_that_refuses_connections_and_resumes_at_once,
     retries_after_a_publish_timeout,
@@ -266,6 +267,44 @@ async fn a_change_behind_a_handed_over_event_follows_it_at_once(backend: Backend
     sidecar.release();
     sidecar.wait_for_accepted(3).await;
     assert_in_order(&sidecar.accepted_by_todo(), &HashMap::from([(todo, 2), (before, 1)]));
+    app.stop().await;
+}
+
+/// A stream of new todos, each handed over, is published by at most two rounds at once however
+/// many workers are free (`HANDED_ROUNDS_IN_FLIGHT` in src/relay.rs): more would only split it
+/// into more, smaller requests. The workers left wait, and publish what piled up once a round
+/// is done. The poll interval is far longer than the test, so no round claims.
+async fn handed_over_events_go_out_in_at_most_two_rounds_at_once(backend: Backend) {
+    let sidecar = FakeSidecar::start().await;
+    let test_db = Arc::new(TestDb::new(backend).await);
+    // Held publishes must not time out into retries, which would be claims.
+    let overrides = [
+        ("RELAY_WORKERS", "4"),
+        ("RELAY_POLL_INTERVAL_MS", "600000"),
+        ("RELAY_PUBLISH_TIMEOUT_MS", "30000"),
+        ("RELAY_LEASE_MS", "120000"),
+    ];
+    let app = TestApp::spawn_with(test_db, &sidecar, &overrides).await;
+    // Past the relay's first rounds, which claim whatever the queue holds.
+    app.create_todo("u", "before").await;
+    sidecar.wait_for_accepted(1).await;
+    sidecar.hold();
+    let before = sidecar.bulk_requests();
+    for (title, in_flight) in [("first", 1), ("second", 2)] {
+        app.create_todo("u", title).await;
+        eventually(&format!("{title} in flight"), DEADLINE, || async {
+            (sidecar.bulk_requests() >= before + in_flight).then_some(())
+        })
+        .await;
+    }
+    for title in ["third", "fourth"] {
+        app.create_todo("u", title).await;
+    }
+    // Watching for an absence: two workers are free and were woken by these commits.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(sidecar.bulk_requests() - before, 2, "two rounds in flight, the third and fourth waiting");
+    sidecar.release();
+    sidecar.wait_for_accepted(5).await;
     app.stop().await;
 }
 
